@@ -1,0 +1,348 @@
+"""The one converter between wire payloads and :mod:`chatrelay.events`.
+
+Wire payloads are JSON-compatible values with camelCase keys; Python objects are the
+frozen attrs classes of :mod:`chatrelay.events`. The converter is strict: unknown keys,
+a number where a string belongs, a naive timestamp are all refused with
+:class:`~chatrelay.InvalidPayload`, and an unknown event name with
+:class:`~chatrelay.UnknownEvent`. Every adapter decodes and encodes through this module,
+so a payload that works in tests through :mod:`chatrelay.testing` works on the wire.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, TypeVar, get_args, get_origin
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from ._exceptions import InvalidPayload, UnknownEvent
+from .events import (
+    ClientRequest,
+    ErrorEvent,
+    JoinConversation,
+    LeaveConversation,
+    Message,
+    MessageReceived,
+    MessageStatus,
+    MessageStatusChanged,
+    Reply,
+    ServerEvent,
+    TypingIndicator,
+    TypingStart,
+    TypingStop,
+    UserOffline,
+    UserOnline,
+)
+
+__all__ = [
+    "CLIENT_EVENTS",
+    "SERVER_EVENTS",
+    "decode_reply",
+    "decode_request",
+    "decode_server_event",
+    "dumps",
+    "encode",
+    "event_name",
+    "format_timestamp",
+    "make_converter",
+    "parse_timestamp",
+]
+
+T = TypeVar("T")
+
+CLIENT_EVENTS: Final[Mapping[str, type[ClientRequest]]] = {
+    "conversation:join": JoinConversation,
+    "conversation:leave": LeaveConversation,
+    "typing:start": TypingStart,
+    "typing:stop": TypingStop,
+}
+"""The client → server event names and the class each one decodes to."""
+
+SERVER_EVENTS: Final[Mapping[str, type[ServerEvent]]] = {
+    "message:received": MessageReceived,
+    "message:status": MessageStatusChanged,
+    "typing:start": TypingIndicator,
+    "typing:stop": TypingIndicator,
+    "user:online": UserOnline,
+    "user:offline": UserOffline,
+    "error": ErrorEvent,
+}
+"""The server → client event names and the class each one decodes to."""
+
+_CAMEL_RE = re.compile(r"_([a-z0-9])")
+
+
+def _camel(name: str) -> str:
+    return _CAMEL_RE.sub(lambda m: m.group(1).upper(), name)
+
+
+def format_timestamp(value: datetime) -> str:
+    """Format an aware datetime as an ISO 8601 UTC string ending in ``Z``.
+
+    Milliseconds are written as three digits (as JavaScript's ``toISOString()`` does)
+    unless the value has finer precision, which is then kept.
+
+    Raises:
+        ValueError: If ``value`` is naive.
+    """
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("timestamps must be timezone-aware")
+    value = value.astimezone(UTC)
+    timespec = "milliseconds" if value.microsecond % 1000 == 0 else "microseconds"
+    return value.replace(tzinfo=None).isoformat(timespec=timespec) + "Z"
+
+
+def parse_timestamp(value: object) -> datetime:
+    """Parse an ISO 8601 timestamp with an offset (or ``Z``) into an aware UTC datetime.
+
+    Raises:
+        ValueError: If ``value`` is not such a string.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"expected an ISO 8601 timestamp string, got {type(value).__name__}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not an ISO 8601 timestamp: {value!r}") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"timestamp has no UTC offset: {value!r}")
+    return parsed.astimezone(UTC)
+
+
+def _strict(kind: type[Any]) -> Callable[[object, type[Any]], Any]:
+    def structure(value: object, _: type[Any]) -> Any:
+        # bool is an int subclass; JSON true is never a number here.
+        if type(value) is not kind and not (kind is float and type(value) is int):
+            raise ValueError(f"expected {_JSON_NAMES[kind]}, got {_json_type(value)}")
+        return value
+
+    return structure
+
+
+_JSON_NAMES: Final = {str: "a string", int: "an integer", float: "a number", bool: "a boolean"}
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    return {
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        list: "an array",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
+
+
+def _structure_literal(value: object, cls: Any) -> Any:
+    allowed = get_args(cls)
+    for option in allowed:
+        if type(value) is type(option) and value == option:
+            return value
+    raise ValueError(f"expected one of {json.dumps(list(allowed))}, got {json.dumps(value)}")
+
+
+def _structure_mapping(value: object, _: type[Any]) -> Mapping[str, Any]:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ValueError(f"expected an object, got {_json_type(value)}")
+    return value
+
+
+def _structure_status(value: object, _: type[Any]) -> MessageStatus:
+    if isinstance(value, str):
+        try:
+            return MessageStatus(value)
+        except ValueError:
+            pass
+    allowed = ", ".join(s.value for s in MessageStatus)
+    raise ValueError(f"unknown message status {value!r} (expected one of {allowed})")
+
+
+# Per-attribute overrides go in as **kwargs, which cattrs' stubs cannot type.
+_make_structure_fn: Any = make_dict_structure_fn
+_make_unstructure_fn: Any = make_dict_unstructure_fn
+
+
+def _is_literal(tp: Any) -> bool:
+    return get_origin(tp) is Literal
+
+
+def _is_mapping(tp: Any) -> bool:
+    return tp is Mapping or get_origin(tp) is Mapping
+
+
+def make_converter() -> cattrs.Converter:
+    """Make the strict, camelCase converter that every transport uses.
+
+    Returns:
+        A new :class:`cattrs.Converter`. chatrelay keeps one; applications can make
+        their own to decode wire payloads in their tests.
+    """
+    conv = cattrs.Converter(forbid_extra_keys=True)
+    for kind in (str, int, float, bool):
+        conv.register_structure_hook(kind, _strict(kind))
+    conv.register_structure_hook(datetime, lambda v, _: parse_timestamp(v))
+    conv.register_unstructure_hook(datetime, format_timestamp)
+    conv.register_structure_hook(MessageStatus, _structure_status)
+    conv.register_unstructure_hook(MessageStatus, lambda s: s.value)
+    conv.register_structure_hook_func(_is_literal, _structure_literal)
+    conv.register_structure_hook_func(_is_mapping, _structure_mapping)
+    conv.register_unstructure_hook_func(_is_mapping, dict)
+
+    def structure_factory(cls: type[Any]) -> Callable[[Any, type[Any]], Any]:
+        overrides = {f.name: override(rename=_camel(f.name)) for f in attrs.fields(cls)}
+        fn = _make_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True, **overrides)
+
+        def structure(value: object, _: type[Any]) -> Any:
+            if not isinstance(value, dict):
+                raise ValueError(f"expected an object, got {_json_type(value)}")
+            return fn(value, cls)
+
+        return structure
+
+    def unstructure_factory(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
+        overrides = {
+            f.name: override(rename=_camel(f.name), omit_if_default=f.default is None)
+            for f in attrs.fields(cls)
+        }
+        fn: Callable[[Any], dict[str, Any]] = _make_unstructure_fn(cls, conv, **overrides)
+        return fn
+
+    conv.register_structure_hook_factory(attrs.has, structure_factory)
+    conv.register_unstructure_hook_factory(attrs.has, unstructure_factory)
+
+    # A message carries the application's further fields next to the known ones.
+    known = {_camel(f.name) for f in attrs.fields(Message) if f.name != "extra"}
+    message_overrides = {
+        f.name: override(omit=True) if f.name == "extra" else override(rename=_camel(f.name))
+        for f in attrs.fields(Message)
+    }
+    message_unstructure = _make_unstructure_fn(
+        Message,
+        conv,
+        **message_overrides,
+    )
+    message_structure = _make_structure_fn(
+        Message,
+        conv,
+        _cattrs_forbid_extra_keys=False,
+        **message_overrides,
+    )
+
+    def unstructure_message(message: Message) -> dict[str, Any]:
+        clash = known.intersection(message.extra)
+        if clash:
+            raise ValueError(f"Message.extra repeats known fields: {sorted(clash)}")
+        return {**message_unstructure(message), **message.extra}
+
+    def structure_message(value: object, _: type[Any]) -> Message:
+        if not isinstance(value, dict):
+            raise ValueError(f"expected an object, got {_json_type(value)}")
+        message: Message = message_structure(value, Message)
+        extra = {k: v for k, v in value.items() if k not in known}
+        return attrs.evolve(message, extra=extra) if extra else message
+
+    conv.register_unstructure_hook(Message, unstructure_message)
+    conv.register_structure_hook(Message, structure_message)
+    return conv
+
+
+_converter: Final = make_converter()
+
+
+_PATH_RE = re.compile(r"(?<=\.)[a-z][a-z0-9_]*")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, cattrs.ClassValidationError | cattrs.IterableValidationError):
+        messages = cattrs.transform_error(exc, path="$", format_exception=_format_one)
+        # Paths name Python attributes; clients know the camelCase wire names.
+        return "; ".join(_PATH_RE.sub(lambda m: _camel(m.group(0)), msg) for msg in messages)
+    return str(exc)
+
+
+def _format_one(exc: BaseException, _type: type[Any] | None) -> str:
+    if isinstance(exc, cattrs.ForbiddenExtraKeysError):
+        return "unknown field(s) " + ", ".join(sorted(exc.extra_fields))
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    return str(exc)
+
+
+def _structure(data: object, cls: type[T], event: str | None) -> T:
+    try:
+        return _converter.structure(data, cls)
+    except (cattrs.BaseValidationError, ValueError, TypeError) as exc:
+        raise InvalidPayload(f"invalid payload: {_describe(exc)}", event=event) from None
+
+
+def decode_request(event: object, data: object) -> ClientRequest:
+    """Decode a client request from its event name and wire payload.
+
+    Args:
+        event: The event name, such as ``"conversation:join"``.
+        data: The JSON-compatible payload.
+
+    Returns:
+        The typed request.
+
+    Raises:
+        UnknownEvent: If the protocol has no client event of that name.
+        InvalidPayload: If ``data`` does not match the event's payload.
+    """
+    if not isinstance(event, str) or event not in CLIENT_EVENTS:
+        name = event if isinstance(event, str) else None
+        raise UnknownEvent(f"unknown event {event!r}", event=name)
+    return _structure(data, CLIENT_EVENTS[event], event)
+
+
+def decode_server_event(event: str, data: object) -> ServerEvent:
+    """Decode a server event (what clients receive) from its name and payload.
+
+    Raises:
+        UnknownEvent: If the protocol has no server event of that name.
+        InvalidPayload: If ``data`` does not match the event's payload.
+    """
+    cls = SERVER_EVENTS.get(event)
+    if cls is None:
+        raise UnknownEvent(f"unknown event {event!r}", event=event)
+    return _structure(data, cls, event)
+
+
+def decode_reply(data: object, cls: type[T]) -> T:
+    """Decode an ack payload into the reply class ``cls``.
+
+    Raises:
+        InvalidPayload: If ``data`` does not match.
+    """
+    return _structure(data, cls, None)
+
+
+def encode(value: ServerEvent | Reply | ClientRequest) -> dict[str, Any]:
+    """Encode an event or reply into its JSON-compatible wire payload."""
+    result: dict[str, Any] = _converter.unstructure(value)
+    return result
+
+
+def event_name(event: ServerEvent) -> str:
+    """Return the wire name of a server event (``typing:start`` or ``typing:stop`` for typing)."""
+    if isinstance(event, TypingIndicator):
+        return "typing:start" if event.is_typing else "typing:stop"
+    return _SERVER_NAMES[type(event)]
+
+
+_SERVER_NAMES: Final[Mapping[type[Any], str]] = {
+    cls: name for name, cls in SERVER_EVENTS.items() if cls is not TypingIndicator
+}
+
+
+def dumps(value: object) -> str:
+    """Serialize a JSON-compatible value compactly, refusing NaN and infinities."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
