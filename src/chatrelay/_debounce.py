@@ -111,9 +111,7 @@ class TypingDebouncer:
         """End the episode because ``user`` sent a message in ``conversation``."""
         return self.stop(conversation, user)
 
-    def leave(
-        self, connection: ConnectionId, conversation: ConversationId
-    ) -> TypingChanged | None:
+    def leave(self, connection: ConnectionId, conversation: ConversationId) -> TypingChanged | None:
         """End the episode in ``conversation`` that ``connection`` owns, as it leaves."""
         for conv, user in list(self._owned.get(connection, ())):
             if conv == conversation:

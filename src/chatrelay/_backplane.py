@@ -1,0 +1,159 @@
+"""The backplane port: how relay nodes reach each other, and the envelope they exchange.
+
+A backplane is topic-based publish/subscribe of opaque bytes. The relay decides what
+goes in them: a versioned JSON :class:`Envelope` naming the node that sent it. The
+in-process implementations live in :mod:`chatrelay.backplanes`; Redis fits the same
+port.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+from typing import Any, ClassVar, Final, Self
+
+import attrs
+
+from ._types import NodeId
+
+__all__ = [
+    "ENVELOPE_VERSION",
+    "Backplane",
+    "BackplaneMessage",
+    "Envelope",
+    "decode_envelope",
+    "encode_envelope",
+    "new_node_id",
+]
+
+ENVELOPE_VERSION: Final = 1
+"""The envelope format version this chatrelay writes and reads."""
+
+
+def new_node_id() -> NodeId:
+    """Make a node id that is unique per process start: host, pid and a random part."""
+    return NodeId(f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+@attrs.frozen(kw_only=True)
+class BackplaneMessage:
+    """One message a backplane delivered.
+
+    Attributes:
+        topic: The topic it was published on.
+        payload: The bytes as published.
+    """
+
+    topic: str
+    payload: bytes
+
+
+@attrs.frozen(kw_only=True)
+class Envelope:
+    """What relay nodes publish to each other.
+
+    Attributes:
+        version: The envelope format version (:data:`ENVELOPE_VERSION`).
+        node: The node that published it.
+        kind: What it carries, such as ``"room"`` or ``"presence"``.
+        body: The JSON object it carries.
+    """
+
+    version: int
+    node: NodeId
+    kind: str
+    body: Mapping[str, Any]
+
+
+def encode_envelope(node: NodeId, kind: str, body_json: str) -> bytes:
+    """Wrap a JSON object, already serialized, in an envelope.
+
+    The body is spliced in as it is, so a room event serialized once for local clients
+    is not serialized again for the backplane.
+    """
+    header = json.dumps([ENVELOPE_VERSION, node, kind], separators=(",", ":"))
+    return f'{{"h":{header},"b":{body_json}}}'.encode()
+
+
+def decode_envelope(payload: bytes) -> Envelope:
+    """Read an envelope.
+
+    Raises:
+        ValueError: If ``payload`` is not an envelope of a version this code reads.
+    """
+    try:
+        raw = json.loads(payload)
+        (version, node, kind), body = raw["h"], raw["b"]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"not a chatrelay envelope: {exc}") from None
+    if version != ENVELOPE_VERSION:
+        raise ValueError(f"unsupported envelope version {version!r}")
+    if not isinstance(node, str) or not isinstance(kind, str) or not isinstance(body, dict):
+        raise ValueError("malformed envelope header or body")
+    return Envelope(version=version, node=NodeId(node), kind=kind, body=body)
+
+
+class Backplane(ABC):
+    """Publish/subscribe between relay nodes.
+
+    Implementations deliver each payload published on a topic to every node subscribed
+    to it (the publisher included, if it subscribed), once and in publish order per
+    publisher. A payload larger than :attr:`max_payload_bytes` is refused with
+    :class:`~chatrelay.BackplaneError` before anything is sent. Use it as an async
+    context manager, or call :meth:`start` and :meth:`aclose`.
+
+    Attributes:
+        node_id: This node's id, unique per process start.
+        max_payload_bytes: The largest payload :meth:`publish` accepts.
+    """
+
+    shared: ClassVar[bool] = True
+    """Whether other nodes can be reached; ``False`` lets a relay skip publishing."""
+
+    def __init__(self, *, node_id: NodeId | None = None, max_payload_bytes: int = 1 << 20) -> None:
+        self.node_id = node_id if node_id is not None else new_node_id()
+        self.max_payload_bytes = max_payload_bytes
+
+    async def start(self) -> None:  # noqa: B027 - optional hook, empty by design
+        """Connect. The default does nothing."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Disconnect; :meth:`messages` ends."""
+
+    @abstractmethod
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Publish ``payload`` on ``topic``.
+
+        Raises:
+            BackplaneError: If the payload is too large or the backplane is closed.
+        """
+
+    @abstractmethod
+    async def subscribe(self, topic: str) -> None:
+        """Start receiving what is published on ``topic``."""
+
+    @abstractmethod
+    async def unsubscribe(self, topic: str) -> None:
+        """Stop receiving what is published on ``topic``."""
+
+    @abstractmethod
+    def messages(self) -> AsyncIterator[BackplaneMessage]:
+        """Iterate over delivered messages until the backplane closes."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

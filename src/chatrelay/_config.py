@@ -1,0 +1,67 @@
+"""Settings of a relay, with their defaults in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+__all__ = ["Limits", "RelayConfig"]
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Limits:
+    """Limits that protect the server and the other clients from one connection.
+
+    Attributes:
+        max_payload_bytes: Largest inbound request, as UTF-8 JSON (default 16 KiB).
+            A larger one is answered with ``payload_too_large``; the connection stays.
+        outgoing_queue: Events queued for one connection before it counts as a slow
+            consumer and is disconnected with the reason ``"slow_consumer"``
+            (default 256). Others are never delayed by it.
+        rate: Inbound requests a connection may send per second, sustained
+            (default 10).
+        burst: Inbound requests a connection may send at once (default 20).
+        rate_error_interval: Seconds between two ``rate_limited`` error events to one
+            connection (default 1); requests refused in between still fail their ack.
+    """
+
+    max_payload_bytes: int = attrs.field(default=16 * 1024, validator=_positive)
+    outgoing_queue: int = attrs.field(default=256, validator=_positive)
+    rate: float = attrs.field(default=10.0, validator=_positive)
+    burst: int = attrs.field(default=20, validator=_positive)
+    rate_error_interval: float = attrs.field(default=1.0, validator=_positive)
+
+
+@attrs.frozen(kw_only=True)
+class RelayConfig:
+    """How a relay behaves; every field has a default that suits development.
+
+    Attributes:
+        production: Production mode: the development authenticator is refused and
+            ``authorize_join`` must be given explicitly (default ``False``).
+        typing_timeout: Seconds a typing episode lasts without a refresh (default 5).
+        presence_grace: Seconds a user stays online after its last connection closed,
+            so a page reload does not flap (default 3).
+        heartbeat_interval: Seconds between two heartbeats of this node on a shared
+            backplane (default 2).
+        node_timeout: Seconds without a heartbeat after which another node counts as
+            dead and its users go offline here (default 6).
+        limits: Per-connection limits.
+    """
+
+    production: bool = False
+    typing_timeout: float = attrs.field(default=5.0, validator=_positive)
+    presence_grace: float = attrs.field(default=3.0, validator=attrs.validators.ge(0))
+    heartbeat_interval: float = attrs.field(default=2.0, validator=_positive)
+    node_timeout: float = attrs.field(default=6.0, validator=_positive)
+    limits: Limits = attrs.field(factory=Limits)
+
+    def __attrs_post_init__(self) -> None:
+        if self.node_timeout <= self.heartbeat_interval:
+            raise ValueError("node_timeout must be longer than heartbeat_interval")

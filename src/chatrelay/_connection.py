@@ -1,0 +1,195 @@
+"""One client connection as the relay sees it, and the events queued for it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._auth import Identity
+from ._limits import TokenBucket
+from ._types import ConnectionId, ConversationId, MessageId, UserId
+from .codec import dumps
+
+if TYPE_CHECKING:
+    from ._relay import Relay
+
+__all__ = ["Connection", "Delivery", "Outbound"]
+
+
+@attrs.frozen(kw_only=True)
+class Delivery:
+    """A recipient acknowledged a ``message:received``: the message reached a device.
+
+    Attributes:
+        user_id: The recipient whose client acknowledged it.
+        conversation_id: The conversation of the message.
+        message_id: The message.
+        connection_id: The connection that acknowledged it.
+    """
+
+    user_id: UserId
+    conversation_id: ConversationId
+    message_id: MessageId
+    connection_id: ConnectionId
+
+
+@attrs.frozen(kw_only=True)
+class _AckContext:
+    conversation_id: ConversationId
+    message_id: MessageId
+    sender_id: UserId
+
+
+class Outbound:
+    """One server event on its way to clients, encoded once for all its recipients.
+
+    Adapters read :attr:`event` and :attr:`json` (the payload serialized once) and wrap
+    them in their framing; an event with :attr:`wants_ack` asks the client for an ack,
+    which the adapter reports with :meth:`Connection.acknowledge`.
+
+    Attributes:
+        event: The wire event name.
+        data: The JSON-compatible payload (treat it as read-only: it is shared).
+    """
+
+    __slots__ = ("_ack", "_acked", "_frame", "_json", "data", "event")
+
+    def __init__(
+        self,
+        event: str,
+        data: Mapping[str, Any],
+        *,
+        json: str | None = None,
+        ack: _AckContext | None = None,
+    ) -> None:
+        self.event = event
+        self.data = data
+        self._json = json
+        self._frame: str | None = None
+        self._ack = ack
+        self._acked: set[UserId] | None = None
+
+    @property
+    def json(self) -> str:
+        """The payload as compact JSON text, serialized on first use and then shared."""
+        if self._json is None:
+            self._json = dumps(self.data)
+        return self._json
+
+    @property
+    def wants_ack(self) -> bool:
+        """Whether clients are asked to acknowledge this event (``message:received``)."""
+        return self._ack is not None
+
+    def frame(self) -> str:
+        """The JSON text frame ``{"event": …, "data": …}``, built once and then shared."""
+        if self._frame is None:
+            self._frame = f'{{"event":{dumps(self.event)},"data":{self.json}}}'
+        return self._frame
+
+    def __repr__(self) -> str:
+        return f"Outbound({self.event!r}, {self.data!r})"
+
+
+class Connection:
+    """A client connection, made by :meth:`Relay.connect` and driven by an adapter.
+
+    The adapter feeds each inbound request to :meth:`handle` and sends what
+    :attr:`outgoing` yields to the client. When the relay closes the connection (a
+    slow consumer, a shutdown), :attr:`outgoing` ends and :attr:`close_reason` says
+    why; the adapter then closes the transport.
+
+    Attributes:
+        id: The relay's id for this connection, unique in the cluster.
+        identity: Who is connected.
+        transport: The adapter's name.
+        outgoing: The events to send to the client, in order.
+    """
+
+    def __init__(
+        self,
+        relay: Relay,
+        connection_id: ConnectionId,
+        identity: Identity,
+        *,
+        transport: str,
+        queue_size: int,
+        bucket: TokenBucket,
+    ) -> None:
+        self.id = connection_id
+        self.identity = identity
+        self.transport = transport
+        self._relay = relay
+        self._send: MemoryObjectSendStream[Outbound]
+        self.outgoing: MemoryObjectReceiveStream[Outbound]
+        self._send, self.outgoing = anyio.create_memory_object_stream[Outbound](queue_size)
+        self._bucket = bucket
+        self._last_rate_error = -math.inf
+        self.close_reason: str | None = None
+
+    @property
+    def user_id(self) -> UserId:
+        """The authenticated user of this connection."""
+        return self.identity.user_id
+
+    @property
+    def closed(self) -> bool:
+        """Whether the relay closed this connection (or the adapter left it)."""
+        return self.close_reason is not None
+
+    async def handle(
+        self, event: object, data: object, *, size: int | None = None
+    ) -> dict[str, Any]:
+        """Handle one request of the client.
+
+        A request that fails is answered with an ``error`` event on :attr:`outgoing`;
+        the returned ack then reads ``{"ok": false, "error": {…}}``. Nothing is raised
+        for a bad request, so one client's mistake never ends its connection.
+
+        Args:
+            event: The event name, as received.
+            data: The payload, as decoded from the wire (JSON-compatible).
+            size: The payload's size in bytes on the wire, if the adapter knows it;
+                otherwise the relay measures it.
+
+        Returns:
+            The ack payload, to send if the client asked for an ack.
+
+        Raises:
+            ConnectionClosed: If the connection was closed.
+        """
+        return await self._relay._handle(self, event, data, size)
+
+    async def acknowledge(self, item: Outbound) -> None:
+        """Report that the client acknowledged ``item`` (an event that wanted an ack)."""
+        await self._relay._acknowledge(self, item)
+
+    def close(self, reason: str) -> None:
+        """Close the connection from the server side; :attr:`outgoing` ends.
+
+        The relay forgets the connection (rooms, presence, typing) promptly, even if
+        the adapter is slow to notice.
+        """
+        if self.close_reason is None:
+            self.close_reason = reason
+            self._send.close()
+            self._relay._schedule_close(self)
+
+    def _push(self, item: Outbound) -> None:
+        if self.close_reason is not None:
+            return
+        try:
+            self._send.send_nowait(item)
+        except anyio.WouldBlock:
+            self._relay._slow_consumer(self)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            # The adapter stopped reading: the client is going away.
+            self.close("client_disconnected")
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.id} user={self.user_id!r} transport={self.transport!r}>"

@@ -1,0 +1,160 @@
+"""In-process backplanes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+
+import anyio
+import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .._backplane import Backplane, BackplaneMessage
+from .._exceptions import BackplaneError
+from .._types import NodeId
+
+__all__ = ["LocalBackplane", "MemoryBackplane", "MemoryBus"]
+
+
+class LocalBackplane(Backplane):
+    """The backplane of a relay that is alone: nothing to publish, nothing to receive."""
+
+    shared = False
+
+    def __init__(self, *, node_id: NodeId | None = None) -> None:
+        super().__init__(node_id=node_id)
+        self._closed = anyio.Event()
+
+    async def aclose(self) -> None:
+        """Close; :meth:`messages` ends."""
+        self._closed.set()
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Do nothing: there is no other node (size and state are still checked).
+
+        Raises:
+            BackplaneError: If the payload is too large or the backplane is closed.
+        """
+        _check(self, payload, closed=self._closed.is_set())
+
+    async def subscribe(self, topic: str) -> None:
+        """Do nothing."""
+
+    async def unsubscribe(self, topic: str) -> None:
+        """Do nothing."""
+
+    async def messages(self) -> AsyncIterator[BackplaneMessage]:
+        """Wait until closed; no message ever arrives."""
+        await self._closed.wait()
+        return
+        yield  # pragma: no cover - makes this an async generator
+
+
+@attrs.define
+class _BusStatistics:
+    published: int = 0
+    delivered: int = 0
+
+
+class MemoryBus:
+    """A publish/subscribe bus in one process; each relay gets its own backplane on it.
+
+    Example::
+
+        bus = MemoryBus()
+        async with Relay(backplane=bus.backplane()) as a, Relay(backplane=bus.backplane()) as b:
+            ...  # a and b behave as two servers of one cluster
+    """
+
+    def __init__(self) -> None:
+        self._members: list[MemoryBackplane] = []
+        self.statistics = _BusStatistics()
+
+    def backplane(
+        self, *, node_id: NodeId | None = None, max_payload_bytes: int = 1 << 20
+    ) -> MemoryBackplane:
+        """Make a backplane attached to this bus, for one relay."""
+        return MemoryBackplane(self, node_id=node_id, max_payload_bytes=max_payload_bytes)
+
+    def _attach(self, member: MemoryBackplane) -> None:
+        self._members.append(member)
+
+    def _detach(self, member: MemoryBackplane) -> None:
+        if member in self._members:
+            self._members.remove(member)
+
+    def _publish(self, topic: str, payload: bytes) -> None:
+        self.statistics.published += 1
+        for member in list(self._members):
+            if topic in member.topics:
+                member._deliver(BackplaneMessage(topic=topic, payload=payload))
+                self.statistics.delivered += 1
+
+
+class MemoryBackplane(Backplane):
+    """One relay's backplane on a :class:`MemoryBus`."""
+
+    def __init__(
+        self, bus: MemoryBus, *, node_id: NodeId | None = None, max_payload_bytes: int = 1 << 20
+    ) -> None:
+        super().__init__(node_id=node_id, max_payload_bytes=max_payload_bytes)
+        self._bus = bus
+        self.topics: set[str] = set()
+        self._send: MemoryObjectSendStream[BackplaneMessage]
+        self._receive: MemoryObjectReceiveStream[BackplaneMessage]
+        self._send, self._receive = anyio.create_memory_object_stream[BackplaneMessage](math.inf)
+        self._started = False
+        self._closed = False
+
+    async def start(self) -> None:
+        """Attach to the bus."""
+        if self._closed:
+            raise RuntimeError("a closed backplane cannot be started again")
+        if not self._started:
+            self._started = True
+            self._bus._attach(self)
+
+    async def aclose(self) -> None:
+        """Detach from the bus; :meth:`messages` ends."""
+        self._closed = True
+        self._bus._detach(self)
+        self._send.close()
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        """Deliver ``payload`` to every backplane on the bus subscribed to ``topic``.
+
+        Raises:
+            BackplaneError: If the payload is too large or the backplane is closed.
+        """
+        _check(self, payload, closed=self._closed or not self._started)
+        self._bus._publish(topic, payload)
+
+    async def subscribe(self, topic: str) -> None:
+        """Start receiving ``topic``."""
+        self.topics.add(topic)
+
+    async def unsubscribe(self, topic: str) -> None:
+        """Stop receiving ``topic``."""
+        self.topics.discard(topic)
+
+    async def messages(self) -> AsyncIterator[BackplaneMessage]:
+        """Iterate over delivered messages until closed."""
+        async with self._receive:
+            async for message in self._receive:
+                yield message
+
+    def _deliver(self, message: BackplaneMessage) -> None:
+        try:
+            self._send.send_nowait(message)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # this node stopped listening (it is shutting down): like a dropped socket
+
+
+def _check(backplane: Backplane, payload: bytes, *, closed: bool) -> None:
+    if closed:
+        raise BackplaneError("the backplane is closed")
+    if len(payload) > backplane.max_payload_bytes:
+        raise BackplaneError(
+            f"payload of {len(payload)} bytes exceeds the backplane limit of"
+            f" {backplane.max_payload_bytes}"
+        )

@@ -1,0 +1,20 @@
+"""Test helpers: an in-memory transport that runs the real code path.
+
+:class:`MemoryTransport` connects clients to a :class:`~chatrelay.Relay` inside the
+test's process. Each frame is encoded to JSON text and decoded again, exactly as the
+Socket.IO and WebSocket adapters do, so a payload that is not JSON-compatible fails
+here as it would on the wire::
+
+    async with Relay() as relay:
+        transport = MemoryTransport(relay)
+        async with transport.connect("alice") as alice, transport.connect("bob") as bob:
+            await alice.request("conversation:join", {"conversationId": "c1"})
+            await bob.request("conversation:join", {"conversationId": "c1"})
+            await alice.emit("typing:start", {"conversationId": "c1"})
+            event = await bob.receive("typing:start")
+            assert event.data["userId"] == "alice"
+"""
+
+from ._memory import MemoryClient, MemoryTransport, ReceivedEvent
+
+__all__ = ["MemoryClient", "MemoryTransport", "ReceivedEvent"]
