@@ -18,6 +18,7 @@ from typing import Any, Final, Literal, TypeVar, get_args, get_origin
 
 import attrs
 import cattrs
+from cattrs.cols import list_structure_factory
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._exceptions import InvalidPayload, UnknownEvent
@@ -177,6 +178,10 @@ def _is_mapping(tp: Any) -> bool:
     return tp is Mapping or get_origin(tp) is Mapping
 
 
+def _is_list(tp: Any) -> bool:
+    return tp is list or get_origin(tp) is list
+
+
 def make_converter() -> cattrs.Converter:
     """Make the strict, camelCase converter that every transport uses.
 
@@ -194,6 +199,19 @@ def make_converter() -> cattrs.Converter:
     conv.register_structure_hook_func(_is_literal, _structure_literal)
     conv.register_structure_hook_func(_is_mapping, _structure_mapping)
     conv.register_unstructure_hook_func(_is_mapping, dict)
+
+    def list_factory(tp: Any) -> Callable[[object, Any], list[Any]]:
+        # cattrs turns any iterable into a list ("abc" -> ["a", "b", "c"]); JSON wants an array.
+        items: Callable[[object, Any], list[Any]] = list_structure_factory(tp, conv)
+
+        def structure(value: object, _: Any) -> list[Any]:
+            if not isinstance(value, list):
+                raise ValueError(f"expected an array, got {_json_type(value)}")
+            return items(value, tp)
+
+        return structure
+
+    conv.register_structure_hook_factory(_is_list, list_factory)
 
     def structure_factory(cls: type[Any]) -> Callable[[Any, type[Any]], Any]:
         overrides = {f.name: override(rename=_camel(f.name)) for f in attrs.fields(cls)}
@@ -262,9 +280,16 @@ _PATH_RE = re.compile(r"(?<=\.)[a-z][a-z0-9_]*")
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, cattrs.ClassValidationError | cattrs.IterableValidationError):
         messages = cattrs.transform_error(exc, path="$", format_exception=_format_one)
-        # Paths name Python attributes; clients know the camelCase wire names.
-        return "; ".join(_PATH_RE.sub(lambda m: _camel(m.group(0)), msg) for msg in messages)
+        # Paths name Python attributes; clients know the camelCase wire names. Only the
+        # path after the last " @ " is rewritten: the text before it may quote the client's
+        # own values, which must stay as they were sent.
+        return "; ".join(_wire_path(msg) for msg in messages)
     return str(exc)
+
+
+def _wire_path(message: str) -> str:
+    text, sep, path = message.rpartition(" @ ")
+    return text + sep + _PATH_RE.sub(lambda m: _camel(m.group(0)), path)
 
 
 def _format_one(exc: BaseException, _type: type[Any] | None) -> str:
@@ -302,17 +327,24 @@ def decode_request(event: object, data: object) -> ClientRequest:
     return _structure(data, CLIENT_EVENTS[event], event)
 
 
-def decode_server_event(event: str, data: object) -> ServerEvent:
+def decode_server_event(event: object, data: object) -> ServerEvent:
     """Decode a server event (what clients receive) from its name and payload.
 
     Raises:
         UnknownEvent: If the protocol has no server event of that name.
-        InvalidPayload: If ``data`` does not match the event's payload.
+        InvalidPayload: If ``data`` does not match the event's payload, or its
+            ``isTyping`` contradicts the name (``typing:start`` / ``typing:stop``).
     """
-    cls = SERVER_EVENTS.get(event)
-    if cls is None:
-        raise UnknownEvent(f"unknown event {event!r}", event=event)
-    return _structure(data, cls, event)
+    if not isinstance(event, str) or event not in SERVER_EVENTS:
+        name = event if isinstance(event, str) else None
+        raise UnknownEvent(f"unknown event {event!r}", event=name)
+    decoded = _structure(data, SERVER_EVENTS[event], event)
+    if isinstance(decoded, TypingIndicator) and event_name(decoded) != event:
+        got = json.dumps(decoded.is_typing)
+        raise InvalidPayload(
+            f"invalid payload: {event} with isTyping {got} @ $.isTyping", event=event
+        )
+    return decoded
 
 
 def decode_reply(data: object, cls: type[T]) -> T:
@@ -345,4 +377,3 @@ _SERVER_NAMES: Final[Mapping[type[Any], str]] = {
 def dumps(value: object) -> str:
     """Serialize a JSON-compatible value compactly, refusing NaN and infinities."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
