@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-
 from chat_service import ChatService
+
 from chatrelay import MessageStatus
 from chatrelay.testing import MemoryTransport
 
@@ -35,9 +35,7 @@ async def test_message_reaches_the_other_participant_and_is_delivered(
     transport = MemoryTransport(service.relay)
     async with transport.connect("alice") as alice, transport.connect("bob") as bob:
         for client in (alice, bob):
-            reply = await client.request(
-                "conversation:join", {"conversationId": conversation.id}
-            )
+            reply = await client.request("conversation:join", {"conversationId": conversation.id})
             assert reply["ok"] is True
 
         message = await service.send_message(conversation.id, "alice", "Hi Bob!")
