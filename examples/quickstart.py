@@ -8,7 +8,7 @@ from chatrelay import Message, MessageStatus, Relay
 from chatrelay.testing import MemoryTransport
 
 
-async def main() -> dict[str, object]:
+async def main() -> None:
     async with Relay() as relay:  # development mode: identity from ?userId=
         transport = MemoryTransport(relay)  # or the Socket.IO / WebSocket adapters
         async with transport.connect("bob") as bob:
@@ -27,8 +27,6 @@ async def main() -> dict[str, object]:
             )
             event = await bob.receive("message:received")
             print(event.event, event.data["message"]["content"])
-            return dict(event.data)
 
 
-if __name__ == "__main__":
-    anyio.run(main)
+anyio.run(main)

@@ -3,22 +3,44 @@
 from __future__ import annotations
 
 import os
+import re
 import runpy
 import subprocess
 import sys
 from pathlib import Path
 
 import anyio
+import pytest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
 
 
-def test_quickstart_delivers_the_message() -> None:
-    namespace = runpy.run_path(str(EXAMPLES / "quickstart.py"))
-    data = anyio.run(namespace["main"])
-    assert data["conversationId"] == "c1"
-    assert data["message"]["content"] == {"text": "Hi Bob!"}  # type: ignore[index]
-    assert data["sender"] == {"id": "alice"}
+def test_quickstart_prints_the_delivered_message(capsys: pytest.CaptureFixture[str]) -> None:
+    runpy.run_path(str(EXAMPLES / "quickstart.py"), run_name="__main__")
+    assert capsys.readouterr().out == "message:received {'text': 'Hi Bob!'}\n"
+
+
+def test_readme_shows_the_quickstart_unchanged() -> None:
+    readme = (ROOT / "README.md").read_text()
+    shown = re.search(r"```python\n(.*?)```", readme, re.DOTALL)
+    assert shown is not None
+    program = (EXAMPLES / "quickstart.py").read_text()
+    assert program.endswith(shown.group(1))
+
+
+def test_tutorial_runs_every_step() -> None:
+    namespace = runpy.run_path(str(EXAMPLES / "tutorial.py"))
+    seen = anyio.run(namespace["main"])
+    assert seen == [
+        "user:online",
+        "members=alice,bob",
+        "typing:start",
+        "typing:stop",
+        "message:received",
+        "invalid_payload",
+        "user:offline",
+    ]
 
 
 def test_the_example_test_suite_passes() -> None:
