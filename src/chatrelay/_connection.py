@@ -16,6 +16,7 @@ from ._types import ConnectionId, ConversationId, MessageId, UserId
 from .codec import dumps
 
 if TYPE_CHECKING:
+    from ._exceptions import ProtocolError
     from ._relay import Relay
 
 __all__ = ["Connection", "Delivery", "Outbound"]
@@ -168,6 +169,23 @@ class Connection:
     async def acknowledge(self, item: Outbound) -> None:
         """Report that the client acknowledged ``item`` (an event that wanted an ack)."""
         await self._relay._acknowledge(self, item)
+
+    def reject(self, error: ProtocolError) -> dict[str, Any]:
+        """Answer a request that the adapter could not decode, as :meth:`handle` would.
+
+        For what only the adapter can judge (a frame that is not JSON, a binary
+        frame): the request counts against the rate limit and the statistics, and
+        ``error`` is queued on :attr:`outgoing` like any failed request's.
+
+        Args:
+            error: Why the request was refused, such as an
+                :class:`~chatrelay.InvalidPayload`.
+
+        Returns:
+            The ack payload ``{"ok": false, "error": {…}}``, to send if the client
+            asked for an ack.
+        """
+        return self._relay._reject(self, error)
 
     def close(self, reason: str) -> None:
         """Close the connection from the server side; :attr:`outgoing` ends.

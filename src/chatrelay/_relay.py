@@ -367,6 +367,14 @@ class Relay:
         if size > limit:
             raise PayloadTooLarge(f"payload of {size} bytes exceeds the limit of {limit}")
 
+    def _reject(self, conn: Connection, exc: ProtocolError) -> dict[str, Any]:
+        now = anyio.current_time()
+        try:
+            self._take_token(conn, now)
+        except RateLimited as limited:
+            exc = limited.for_event(exc.event)
+        return self._fail(conn, exc, now)
+
     def _take_token(self, conn: Connection, now: float) -> None:
         if not conn._bucket.take(now):
             self._counters.rate_limited += 1
