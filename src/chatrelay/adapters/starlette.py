@@ -1,0 +1,449 @@
+"""Serve a relay to plain WebSocket clients from a Starlette or FastAPI app.
+
+The ``starlette`` extra (``pip install 'chatrelay[starlette]'``). Clients speak the
+JSON text frames of the protocol's WebSocket binding; they share rooms, presence and
+typing with the relay's clients on every other transport::
+
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+
+    from chatrelay import Relay
+    from chatrelay.adapters.starlette import WebSocketAdapter
+
+    relay = Relay()
+    ws = WebSocketAdapter(relay, allowed_origins=["https://chat.example.com"])
+
+
+    @asynccontextmanager
+    async def lifespan(app):
+        async with relay:
+            yield
+
+
+    app = Starlette(routes=[ws.route("/ws")], lifespan=lifespan)
+
+The adapter runs wherever Starlette runs: on asyncio and on trio (through anyio).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import itertools
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+import anyio
+from starlette.routing import WebSocketRoute
+from starlette.types import Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from .._auth import Credentials, Identity
+from .._connection import Connection, Outbound
+from .._exceptions import (
+    ConnectionClosed,
+    InvalidPayload,
+    PayloadTooLarge,
+    ProtocolError,
+    Unauthorized,
+)
+from .._relay import Relay
+from ._origins import OriginPolicy
+from ._wsframes import (
+    ACK_EVENT,
+    AUTH_EVENT,
+    ack_frame,
+    error_frame,
+    event_frame,
+    failed_reply,
+    parse_auth,
+    parse_frame,
+)
+
+__all__ = ["CloseCode", "WebSocketAdapter", "close_code"]
+
+_logger = logging.getLogger("chatrelay.websocket")
+
+_TRANSPORT: Final = "websocket"
+_CLOSE_TIMEOUT: Final = 5.0
+_MAX_REASON_BYTES: Final = 123  # what a close frame has room for
+
+
+class CloseCode(enum.IntEnum):
+    """The close codes the adapter sends (RFC 6455, section 7.4, and the IANA registry)."""
+
+    NORMAL_CLOSURE = 1000
+    """The server closed for a reason without a code of its own."""
+    GOING_AWAY = 1001
+    """The server is shutting down (``server_shutdown``): reconnect, to another server."""
+    POLICY_VIOLATION = 1008
+    """Refused: a foreign ``Origin``, refused credentials, or no ``auth`` frame in time.
+    Retrying the same request fails the same way."""
+    MESSAGE_TOO_BIG = 1009
+    """A frame was larger than the hard limit (``max_frame_bytes``)."""
+    INTERNAL_ERROR = 1011
+    """The server failed (an authenticator raised); details are in the server log."""
+    TRY_AGAIN_LATER = 1013
+    """The client did not read its events fast enough (``slow_consumer``): reconnect
+    after a pause, and fetch what was missed from the application's API."""
+
+
+_RELAY_CLOSE_CODES: Final[Mapping[str, CloseCode]] = {
+    "server_shutdown": CloseCode.GOING_AWAY,
+    "slow_consumer": CloseCode.TRY_AGAIN_LATER,
+    "message_too_big": CloseCode.MESSAGE_TOO_BIG,
+}
+
+
+def close_code(reason: str) -> CloseCode:
+    """The close code for a reason the relay closed a connection with.
+
+    Args:
+        reason: A :attr:`chatrelay.Connection.close_reason`, such as
+            ``"slow_consumer"``; it is also sent as the close frame's reason.
+
+    Returns:
+        ``GOING_AWAY`` (1001) for ``server_shutdown``, ``TRY_AGAIN_LATER`` (1013) for
+        ``slow_consumer``, ``MESSAGE_TOO_BIG`` (1009) for ``message_too_big``, and
+        ``NORMAL_CLOSURE`` (1000) for any other reason.
+    """
+    return _RELAY_CLOSE_CODES.get(reason, CloseCode.NORMAL_CLOSURE)
+
+
+def _refusal_code(error: ProtocolError) -> CloseCode:
+    if error.status >= 500:
+        return CloseCode.INTERNAL_ERROR
+    return CloseCode.POLICY_VIOLATION
+
+
+def _refusal_reason(error: ProtocolError) -> str:
+    return f"{error.code}: {error.message}"
+
+
+def _truncate(reason: str) -> str:
+    encoded = reason.encode()
+    if len(encoded) <= _MAX_REASON_BYTES:
+        return reason
+    return encoded[:_MAX_REASON_BYTES].decode(errors="ignore")
+
+
+def _bearer(header: str | None) -> str | None:
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+class WebSocketAdapter:
+    """Serves a relay over plain WebSockets, as a Starlette route or ASGI app.
+
+    Add :meth:`route` to a Starlette app (or call :meth:`serve` from a FastAPI
+    ``@app.websocket`` endpoint). The relay must be running (``async with relay:``,
+    in the app's lifespan) while clients connect.
+
+    Args:
+        relay: The relay to serve.
+        allowed_origins: The web origins whose pages may connect, as
+            ``scheme://host[:port]`` (``"https://chat.example.com"``); ``"*"`` for any
+            ``http``/``https`` origin; ``"null"`` to admit sandboxed frames and
+            ``file:`` pages, which nothing else admits. Checked before accepting,
+            since CORS does not apply to WebSockets. Defaults to ``["*"]`` outside
+            production mode; required in it.
+        allow_missing_origin: Whether a handshake without an ``Origin`` header is
+            accepted (default ``True``). Browsers always send one, so this admits
+            non-browser clients (apps, CLI tools, servers), which could send any
+            ``Origin`` they like anyway. Set it to ``False`` when only browsers
+            connect.
+        auth_timeout: Seconds a client that connected without credentials has to send
+            its ``auth`` frame before it is closed with 1008 (default 10).
+        max_frame_bytes: The hard limit on a frame, in bytes: a larger frame closes
+            the connection with 1009. Defaults to four times the relay's
+            ``Limits.max_payload_bytes`` (frames between the two are answered with
+            ``payload_too_large``). Give the server the same limit (uvicorn's
+            ``ws_max_size``) so that it refuses such frames before buffering them.
+        max_pending_acks: Events awaiting a client's ack, per connection, that the
+            adapter remembers; past it the oldest is forgotten and its late ack
+            ignored (default 1024).
+
+    Raises:
+        ValueError: If production mode lacks ``allowed_origins``, an origin is
+            malformed, ``max_frame_bytes`` is below the relay's
+            ``max_payload_bytes``, or a number is not positive.
+    """
+
+    def __init__(
+        self,
+        relay: Relay,
+        *,
+        allowed_origins: Iterable[str] | None = None,
+        allow_missing_origin: bool = True,
+        auth_timeout: float = 10.0,
+        max_frame_bytes: int | None = None,
+        max_pending_acks: int = 1024,
+    ) -> None:
+        if allowed_origins is None and relay.config.production:
+            raise ValueError(
+                "production mode needs allowed_origins (the web origins whose pages may"
+                ' connect); pass ["*"] explicitly to let every site connect'
+            )
+        payload_limit = relay.config.limits.max_payload_bytes
+        if max_frame_bytes is None:
+            max_frame_bytes = 4 * payload_limit
+        if max_frame_bytes < payload_limit:
+            raise ValueError(
+                f"max_frame_bytes ({max_frame_bytes}) must be at least the relay's"
+                f" max_payload_bytes ({payload_limit})"
+            )
+        if auth_timeout <= 0 or max_pending_acks <= 0:
+            raise ValueError("auth_timeout and max_pending_acks must be > 0")
+        self.relay = relay
+        self.origins = OriginPolicy(allowed_origins, allow_missing=allow_missing_origin)
+        self.auth_timeout = auth_timeout
+        self.max_frame_bytes = max_frame_bytes
+        self.max_pending_acks = max_pending_acks
+
+    def route(self, path: str = "/ws", *, name: str | None = "chatrelay") -> WebSocketRoute:
+        """A Starlette route that serves this adapter at ``path``.
+
+        Args:
+            path: The route's path (default ``/ws``, the protocol's path).
+            name: The route's name, for ``url_path_for``.
+
+        Returns:
+            The route, for ``Starlette(routes=[...])`` or ``app.router.routes``.
+        """
+        return WebSocketRoute(path, self, name=name)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one WebSocket connection as an ASGI app."""
+        await self.serve(WebSocket(scope, receive, send))
+
+    async def serve(self, websocket: WebSocket) -> None:
+        """Serve one WebSocket connection until either side closes it.
+
+        Checks the origin and the handshake's credentials before accepting, then
+        reads requests and writes events concurrently, in one task group.
+
+        Args:
+            websocket: The connection, not accepted yet.
+        """
+        origin = websocket.headers.get("origin")
+        if not self.origins.allows(origin):
+            _logger.info("websocket refused: origin %r is not allowed", origin)
+            await websocket.close(CloseCode.POLICY_VIOLATION, "origin_not_allowed")
+            return
+        token = _bearer(websocket.headers.get("authorization"))
+        if token is None:
+            token = websocket.query_params.get("token") or None
+        # The token travels in Credentials.token, never logged; keep it out of query.
+        query = {k: v for k, v in websocket.query_params.items() if k != "token"}
+        headers = dict(websocket.headers.items())
+        identity: Identity | None = None
+        if token is not None or not self.relay.config.production:
+            try:
+                identity = await self.relay.authenticate(self._credentials(token, query, headers))
+            except ProtocolError as exc:
+                # Without a token (development mode), the client may still send an
+                # auth frame; a token that was presented and refused ends it here.
+                if token is not None or not isinstance(exc, Unauthorized):
+                    await websocket.close(_refusal_code(exc), _truncate(_refusal_reason(exc)))
+                    return
+        await websocket.accept()
+        if identity is None:
+            try:
+                identity = await self._authenticate_by_frame(websocket, query, headers)
+            except WebSocketDisconnect:
+                return  # the client left while being answered
+            if identity is None:
+                return
+        async with self.relay.connect(identity, transport=_TRANSPORT) as connection:
+            await _Session(self, websocket, connection).run()
+
+    def _credentials(
+        self, token: str | None, query: Mapping[str, str], headers: Mapping[str, str]
+    ) -> Credentials:
+        return Credentials(token=token, query=query, headers=headers, transport=_TRANSPORT)
+
+    async def _authenticate_by_frame(
+        self, websocket: WebSocket, query: Mapping[str, str], headers: Mapping[str, str]
+    ) -> Identity | None:
+        """Wait for the ``auth`` frame; answer anything else with ``unauthorized``."""
+        with anyio.move_on_after(self.auth_timeout):
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return None
+                size = _size(message)
+                if size > self.max_frame_bytes:
+                    _logger.info("websocket closed: a %d-byte frame before auth", size)
+                    await _close(websocket, CloseCode.MESSAGE_TOO_BIG, "message_too_big")
+                    return None
+                error, frame_id, token = self._auth_frame(message, size)
+                if token is not None:
+                    try:
+                        credentials = self._credentials(token, query, headers)
+                        identity = await self.relay.authenticate(credentials)
+                    except ProtocolError as exc:
+                        error = exc.for_event(AUTH_EVENT)
+                    else:
+                        if frame_id is not None:
+                            await websocket.send_text(
+                                ack_frame(frame_id, {"ok": True, "userId": identity.user_id})
+                            )
+                        return identity
+                assert error is not None
+                await websocket.send_text(error_frame(error))
+                if frame_id is not None:
+                    await websocket.send_text(ack_frame(frame_id, failed_reply(error)))
+                if token is not None:
+                    reason = _truncate(_refusal_reason(error))
+                    await _close(websocket, _refusal_code(error), reason)
+                    return None
+        _logger.info("websocket closed: no auth frame within %gs", self.auth_timeout)
+        await _close(websocket, CloseCode.POLICY_VIOLATION, "auth_timeout")
+        return None
+
+    def _auth_frame(
+        self, message: Message, size: int
+    ) -> tuple[ProtocolError | None, int | None, str | None]:
+        """Judge a frame received before authentication: (error, id, token)."""
+        text = message.get("text")
+        if text is None:
+            return _binary_error(), None, None
+        frame = parse_frame(text)
+        frame_id = frame.id if isinstance(frame.id, int) else None
+        if frame.error is not None:
+            return frame.error, frame_id, None
+        if frame.event != AUTH_EVENT:
+            message_text = "authenticate first: send an 'auth' frame with your token"
+            return Unauthorized(message_text, event=frame.event), frame_id, None
+        limit = self.relay.config.limits.max_payload_bytes
+        if size > limit:
+            too_large = PayloadTooLarge(f"frame of {size} bytes exceeds the limit of {limit}")
+            return too_large.for_event(AUTH_EVENT), frame_id, None
+        try:
+            return None, frame_id, parse_auth(frame)
+        except InvalidPayload as exc:
+            return exc, frame_id, None
+
+
+def _size(message: Message) -> int:
+    text = message.get("text")
+    if text is not None:
+        return len(text.encode())
+    data = message.get("bytes")
+    return len(data) if data is not None else 0
+
+
+def _binary_error() -> InvalidPayload:
+    return InvalidPayload("binary frames are not supported; send JSON text frames")
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close the socket if it is still open, waiting a bounded time for a slow peer."""
+    if (
+        websocket.application_state is not WebSocketState.CONNECTED
+        or websocket.client_state is not WebSocketState.CONNECTED
+    ):
+        return
+    with anyio.move_on_after(_CLOSE_TIMEOUT), contextlib.suppress(WebSocketDisconnect):
+        await websocket.close(code, _truncate(reason))
+
+
+class _Session:
+    """One authenticated connection: a reader and a writer loop in a task group."""
+
+    def __init__(self, adapter: WebSocketAdapter, websocket: WebSocket, conn: Connection) -> None:
+        self._adapter = adapter
+        self._ws = websocket
+        self._conn = conn
+        self._send_lock = anyio.Lock()
+        self._ids = itertools.count(1)
+        # Events that asked for an ack, by the id this connection sent them with.
+        self._pending: dict[str, Outbound] = {}
+
+    async def run(self) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._read, tg.cancel_scope)
+            await self._write()
+            tg.cancel_scope.cancel()
+        reason = self._conn.close_reason
+        if reason is not None:
+            # The relay (or the reader, through the relay) closed the connection.
+            await _close(self._ws, close_code(reason), reason)
+
+    async def _send(self, text: str) -> None:
+        # The reader (acks) and the writer (events) share the socket.
+        async with self._send_lock:
+            await self._ws.send_text(text)
+
+    async def _write(self) -> None:
+        """Send the relay's events until it closes the connection or the client leaves."""
+        outgoing = self._conn.outgoing
+        try:
+            async with outgoing:
+                async for item in outgoing:
+                    if self._conn.closed:
+                        break  # what is still queued for a closed connection is dropped
+                    await self._send(self._encode(item))
+        except WebSocketDisconnect:
+            pass
+
+    def _encode(self, item: Outbound) -> str:
+        if not item.wants_ack:
+            return item.frame()
+        ack_id = str(next(self._ids))
+        self._pending[ack_id] = item
+        if len(self._pending) > self._adapter.max_pending_acks:
+            del self._pending[next(iter(self._pending))]
+        return event_frame(item, ack_id)
+
+    async def _read(self, writer: anyio.CancelScope) -> None:
+        """Hand the client's frames to the connection until the client leaves."""
+        try:
+            while True:
+                message = await self._ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if not await self._receive(message):
+                    return  # the connection is closing; the writer ends, then closes
+        except WebSocketDisconnect:
+            pass  # an ack could not be sent: the client is gone
+        except ConnectionClosed:
+            return  # the relay closed the connection; the writer ends, then closes
+        writer.cancel()
+
+    async def _receive(self, message: Message) -> bool:
+        size = _size(message)
+        if size > self._adapter.max_frame_bytes:
+            _logger.info(
+                "websocket closed: a %d-byte frame from connection=%s user=%s",
+                size,
+                self._conn.id,
+                self._conn.user_id,
+            )
+            self._conn.close("message_too_big")
+            return False
+        text = message.get("text")
+        if text is None:
+            self._conn.reject(_binary_error())
+            return True
+        frame = parse_frame(text)
+        if frame.error is not None:
+            reply = self._conn.reject(frame.error)
+        elif frame.event == ACK_EVENT:
+            item = self._pending.pop(frame.id, None) if isinstance(frame.id, str) else None
+            if item is not None:
+                await self._conn.acknowledge(item)
+            return True
+        elif frame.event == AUTH_EVENT:
+            reply = self._conn.reject(InvalidPayload("already authenticated", event=AUTH_EVENT))
+        else:
+            reply = await self._conn.handle(frame.event, frame.data, size=size)
+        if isinstance(frame.id, int):
+            await self._send(ack_frame(frame.id, reply))
+        return True
