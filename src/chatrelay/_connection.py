@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import attrs
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from ._relay import Relay
 
 __all__ = ["Connection", "Delivery", "Outbound"]
+
+_T = TypeVar("_T")
 
 
 @attrs.frozen(kw_only=True)
@@ -58,7 +60,7 @@ class Outbound:
         data: The JSON-compatible payload (treat it as read-only: it is shared).
     """
 
-    __slots__ = ("_ack", "_acked", "_frame", "_json", "data", "event")
+    __slots__ = ("_ack", "_acked", "_cache", "_frame", "_json", "data", "event")
 
     def __init__(
         self,
@@ -74,6 +76,7 @@ class Outbound:
         self._frame: str | None = None
         self._ack = ack
         self._acked: set[UserId] | None = None
+        self._cache: dict[str, Any] | None = None
 
     @property
     def json(self) -> str:
@@ -92,6 +95,28 @@ class Outbound:
         if self._frame is None:
             self._frame = f'{{"event":{dumps(self.event)},"data":{self.json}}}'
         return self._frame
+
+    def cached(self, key: str, build: Callable[[Outbound], _T]) -> _T:
+        """Return ``build(self)``, built on first use for ``key`` and then shared.
+
+        Adapters keep their own encoding of the event here, so that a broadcast is
+        encoded once however many recipients it has.
+
+        Args:
+            key: Names the encoding, unique per adapter and its settings
+                (``"socketio:/messages"``, say).
+            build: Makes the encoding from this event.
+
+        Returns:
+            What ``build`` returned, the first time it was called for ``key``.
+        """
+        if self._cache is None:
+            self._cache = {}
+        try:
+            value: _T = self._cache[key]
+        except KeyError:
+            value = self._cache[key] = build(self)
+        return value
 
     def __repr__(self) -> str:
         return f"Outbound({self.event!r}, {self.data!r})"

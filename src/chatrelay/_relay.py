@@ -262,7 +262,15 @@ class Relay:
         """
         try:
             identity = await self._authenticator.authenticate(credentials)
-        except ProtocolError:
+        except ProtocolError as exc:
+            # One line per refusal, for every transport; never the credentials.
+            logger.info(
+                "connection refused: transport=%s status=%d code=%s message=%s",
+                credentials.transport,
+                exc.status,
+                exc.code,
+                exc.message,
+            )
             raise
         except Exception:
             logger.exception("authenticator failed (transport=%s)", credentials.transport)
