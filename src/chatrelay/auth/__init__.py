@@ -1,0 +1,13 @@
+"""Authenticators that need optional dependencies, one submodule each.
+
+The interface lives in the core: :class:`chatrelay.Authenticator`,
+:class:`chatrelay.Credentials` and :class:`chatrelay.Identity`, with
+:class:`chatrelay.DevelopmentAuthenticator` for development. This package holds the
+implementations that bring a dependency along, so that ``import chatrelay`` never
+imports them:
+
+- :mod:`chatrelay.auth.jwt`: JSON Web Tokens, with the ``jwt`` extra
+  (``pip install 'chatrelay[jwt]'``).
+"""
+
+__all__: list[str] = []
