@@ -3,6 +3,8 @@
 Every adapter lives in its own submodule behind an extra, so that ``import chatrelay``
 imports none of their dependencies:
 
+- :mod:`chatrelay.adapters.socketio`: Socket.IO, for the official ``socket.io-client``
+  (``pip install 'chatrelay[socketio]'``; asyncio only).
 - :mod:`chatrelay.adapters.starlette`: plain WebSockets with JSON text frames, as a
   route of a Starlette or FastAPI app (``pip install 'chatrelay[starlette]'``;
   asyncio and trio).

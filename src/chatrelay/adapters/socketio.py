@@ -1,0 +1,454 @@
+"""Serve a relay over Socket.IO, for the official ``socket.io-client`` (``socketio`` extra).
+
+Built on python-socketio's ``AsyncServer``; the clients connect to the namespace
+``/messages`` (configurable) as they always did::
+
+    relay = Relay(authenticator=JWTAuthenticator(key, algorithms=["RS256"]), ...)
+    adapter = SocketIOAdapter(relay, allowed_origins=["https://chat.example"])
+    app = adapter.asgi_app(other_asgi_app=my_starlette_app)  # serve with uvicorn
+
+    # in the app's lifespan:
+    async with relay, adapter:
+        yield
+
+python-socketio runs on asyncio only, and so does this adapter: entering it under
+trio raises :class:`RuntimeError`.
+
+chatrelay owns room membership and fan-out: the adapter never puts sockets in
+python-socketio rooms nor emits through its client manager, so a python-socketio
+Redis manager would not spread chatrelay's events (use a chatrelay backplane), and
+cannot send them twice either.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from contextlib import AsyncExitStack
+from functools import partial
+from types import TracebackType
+from typing import Any, Final, Self
+from urllib.parse import parse_qsl
+
+import anyio
+import attrs
+import engineio
+import sniffio
+import socketio
+from anyio.abc import TaskGroup, TaskStatus
+
+from .. import codec
+from .._auth import Credentials, Identity
+from .._connection import Connection, Outbound
+from .._exceptions import ConnectionClosed, InternalError, ProtocolError
+from .._relay import Relay
+from ..events import ErrorEvent, ErrorReply
+
+__all__ = ["ASGIApp", "SocketIOAdapter"]
+
+logger = logging.getLogger("chatrelay.socketio")
+
+ASGIApp = Callable[
+    [
+        MutableMapping[str, Any],
+        Callable[[], Awaitable[MutableMapping[str, Any]]],
+        Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ],
+    Awaitable[None],
+]
+"""An ASGI application: ``async (scope, receive, send) -> None``."""
+
+_TRANSPORT: Final = "socketio"
+
+# Engine.IO packets waiting for one client before its pump stops taking events from
+# the relay. Engine.IO's own queue is unbounded; stopping here lets the relay's bounded
+# queue fill instead, so its slow-consumer policy applies to Socket.IO clients too.
+_SEND_BUFFER: Final = 64
+# How often a pump that waits for a slow client checks whether the relay closed it.
+_DRAIN_CHECK: Final = 0.1
+# Acks of ``message:received`` awaited per connection. Clients that never ack (older
+# front ends) would otherwise make python-socketio keep one callback, and the event
+# it holds, per message for the life of the connection; the oldest is dropped.
+_PENDING_ACKS: Final = 512
+
+
+@attrs.define(eq=False)
+class _Session:
+    """The adapter's side of one admitted Socket.IO connection."""
+
+    sid: str
+    eio_sid: str
+    scope: anyio.CancelScope = attrs.Factory(anyio.CancelScope)
+    # Set once python-socketio has queued the CONNECT packet: nothing may precede it.
+    admitted: anyio.Event = attrs.Factory(anyio.Event)
+    # python-socketio runs each inbound event in a task of its own; the lock hands
+    # them to the relay one at a time, in arrival order (asyncio's locks are fair).
+    lock: anyio.Lock = attrs.Factory(anyio.Lock)
+    acks: deque[int] = attrs.Factory(deque)
+    conn: Connection | None = None
+    client_gone: bool = False
+
+
+@attrs.frozen
+class _Encoded:
+    """One event as Socket.IO text, shared by all recipients: ``head[id]body``."""
+
+    head: str
+    body: str
+    packet: Any  # the engine.io packet of head + body, for recipients without an ack
+
+
+class SocketIOAdapter:
+    """Attaches a relay to a python-socketio ``AsyncServer``.
+
+    Each client that connects to the namespace is authenticated by the relay
+    (``auth.token``, or the ``userId`` query parameter in development mode) and
+    becomes a :class:`~chatrelay.Connection`; its events go to the relay, and the
+    relay's events go back to it, each encoded once per broadcast.
+
+    Use it as an async context manager, inside the relay's; it owns one task per
+    connection. Leaving it disconnects the clients it serves.
+
+    Args:
+        relay: The relay to serve.
+        server: A python-socketio ``AsyncServer`` of your own to attach to; by
+            default the adapter makes one (ASGI mode), which :meth:`asgi_app`
+            serves.
+        namespace: The Socket.IO namespace of the chat (default ``/messages``).
+        allowed_origins: The browser origins allowed to connect, checked on every
+            handshake that carries an ``Origin`` header: a list of origins such as
+            ``["https://chat.example"]``, ``"*"`` for any, or ``None`` (default)
+            for the server's own origin only. Clients that send no ``Origin``
+            (native apps, scripts) are not checked: authentication is what stops
+            them. Only for the server the adapter makes; configure your own
+            server's ``cors_allowed_origins`` yourself.
+
+    Attributes:
+        relay: The relay it serves.
+        namespace: The Socket.IO namespace it serves.
+
+    Raises:
+        ValueError: If ``namespace`` does not start with ``/``, if both ``server``
+            and ``allowed_origins`` are given, or if ``server`` accepts connections
+            before authenticating them (``always_connect=True``).
+        TypeError: If ``server`` is not a python-socketio ``AsyncServer``.
+    """
+
+    def __init__(
+        self,
+        relay: Relay,
+        *,
+        server: Any = None,
+        namespace: str = "/messages",
+        allowed_origins: str | Sequence[str] | None = None,
+    ) -> None:
+        if not namespace.startswith("/"):
+            raise ValueError(f"a Socket.IO namespace starts with '/', not {namespace!r}")
+        self._owns_server = server is None
+        if server is None:
+            origins = (
+                allowed_origins
+                if isinstance(allowed_origins, str | None)
+                else list(allowed_origins)
+            )
+            server = socketio.AsyncServer(
+                async_mode="asgi",
+                cors_allowed_origins=origins,
+                # Their logs would add noise per event, and packet logs show tokens.
+                logger=False,
+                engineio_logger=False,
+            )
+        elif allowed_origins is not None:
+            raise ValueError(
+                "allowed_origins applies to the server the adapter makes; set"
+                " cors_allowed_origins on your own server instead"
+            )
+        elif not (isinstance(server, socketio.AsyncServer) and server.is_asyncio_based()):
+            raise TypeError(f"expected a socketio.AsyncServer, got {server!r}")
+        elif server.always_connect:
+            # It would accept before authentication, and refuse with a disconnect.
+            raise ValueError("the adapter needs a server made with always_connect=False")
+        self.relay = relay
+        self.server: Any = server
+        """The python-socketio ``AsyncServer`` the adapter is attached to."""
+        self.namespace = namespace
+        self._cache_key = f"socketio:{namespace}"
+        self._head = "2" if namespace == "/" else f"2{namespace},"
+        self._sessions: dict[str, _Session] = {}
+        self._stack: AsyncExitStack | None = None
+        self._tg: TaskGroup | None = None
+        self._accepting = False
+        server.on("connect", self._on_connect, namespace=namespace)
+        server.on("disconnect", self._on_disconnect, namespace=namespace)
+        server.on("*", self._on_event, namespace=namespace)
+
+    def asgi_app(
+        self, other_asgi_app: ASGIApp | None = None, *, socketio_path: str = "socket.io"
+    ) -> ASGIApp:
+        """Return an ASGI application that serves the Socket.IO endpoint.
+
+        Args:
+            other_asgi_app: Your own application (Starlette, FastAPI…), which gets
+                every request outside ``socketio_path``, and the lifespan events.
+            socketio_path: Where the Socket.IO endpoint is (``/socket.io/``, the
+                clients' default).
+
+        Returns:
+            The application to run with an ASGI server such as uvicorn.
+        """
+        app: ASGIApp = socketio.ASGIApp(
+            self.server, other_asgi_app=other_asgi_app, socketio_path=socketio_path
+        )
+        return app
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        library = sniffio.current_async_library()
+        if library != "asyncio":
+            raise RuntimeError(
+                f"the Socket.IO adapter runs on asyncio only (python-socketio is"
+                f" asyncio-only), not on {library}"
+            )
+        if self._stack is not None:
+            raise RuntimeError("a SocketIOAdapter can be entered only once")
+        async with AsyncExitStack() as stack:
+            self._tg = await stack.enter_async_context(anyio.create_task_group())
+            self._stack = stack.pop_all()
+        self._accepting = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Disconnect every client of the namespace and stop serving it.
+
+        Leaving ``async with`` calls it; call it yourself only from the task that
+        entered the adapter. New connects are refused from then on (status 503,
+        code ``unavailable``).
+        """
+        if self._stack is None or not self._accepting:
+            return
+        self._accepting = False
+        # Each connection leaves the relay, then its task disconnects the client.
+        for session in list(self._sessions.values()):
+            session.scope.cancel()
+        # The task group was entered in __aenter__: leave it outside any new scope.
+        await self._stack.aclose()
+        if self._owns_server:
+            with anyio.CancelScope(shield=True):
+                await self.server.shutdown()
+
+    # --- python-socketio handlers ----------------------------------------------------
+    # None of them lets an exception through to python-socketio: a failure is logged
+    # once here (or by the relay) and answered on the wire.
+
+    async def _on_connect(self, sid: str, *args: Any) -> Any:
+        if sid in self._sessions:
+            # An admitted client sent an event named "connect": not a handshake.
+            return await self._on_event("connect", sid, *args)
+        environ: dict[str, Any] = args[0] if args else {}
+        auth = args[1] if len(args) > 1 else None
+        try:
+            return await self._admit(sid, environ, auth)
+        except socketio.exceptions.ConnectionRefusedError:
+            raise
+        except Exception:
+            logger.exception("Socket.IO connect failed: sid=%s", sid)
+            raise _refused(InternalError("the server failed to accept the connection")) from None
+
+    async def _admit(self, sid: str, environ: dict[str, Any], auth: object) -> bool:
+        if not self._accepting or self._tg is None:
+            raise _unavailable()
+        token = auth.get("token") if isinstance(auth, dict) else None
+        credentials = Credentials(
+            token=token if isinstance(token, str) else None,
+            query=_query(environ),
+            headers=_headers(environ),
+            transport=_TRANSPORT,
+        )
+        try:
+            identity = await self.relay.authenticate(credentials)
+        except ProtocolError as exc:
+            # Refused before the relay saw a connection: no presence, no rooms.
+            raise _refused(exc) from None
+        # The client may have left while it was being authenticated (or while the relay
+        # took the connection in, below): python-socketio calls no disconnect handler
+        # for a connection it has not accepted yet, so look.
+        eio_sid = self.server.manager.eio_sid_from_sid(sid, self.namespace)
+        if not self._client_alive(eio_sid):
+            return False
+        session: _Session = await self._tg.start(self._serve, sid, eio_sid, identity)
+        if not self._accepting or not self._client_alive(eio_sid):
+            session.client_gone = True
+            session.scope.cancel()
+            raise _unavailable()
+        # From here python-socketio queues the CONNECT packet without yielding, so the
+        # pump, which waits for this, cannot send an event before it.
+        session.admitted.set()
+        return True
+
+    async def _on_disconnect(self, sid: str, *args: Any) -> Any:
+        if self.server.manager.is_connected(sid, self.namespace):
+            # A connected client sent an event named "disconnect": not a disconnect.
+            return await self._on_event("disconnect", sid, *args)
+        session = self._sessions.get(sid)
+        if session is not None:
+            session.client_gone = True
+            session.scope.cancel()
+        return None
+
+    async def _on_event(self, event: Any, sid: str, *args: Any) -> dict[str, Any] | None:
+        session = self._sessions.get(sid)
+        conn = session.conn if session is not None else None
+        if session is None or conn is None:
+            return None
+        # A request has one argument, its payload; anything else fails validation.
+        data = args[0] if len(args) == 1 else list(args) if args else None
+        try:
+            async with session.lock:
+                # size=None: python-socketio hands over decoded arguments, so the
+                # relay measures the JSON of the payload itself.
+                return await conn.handle(event, data)
+        except ConnectionClosed:
+            return None  # the relay closed it; the client is being disconnected
+        except Exception:
+            logger.exception("Socket.IO event failed: event=%s connection=%s", event, conn.id)
+            error = InternalError("the server failed")
+            fields = ErrorEvent(
+                status=error.status,
+                code=error.code,
+                message=error.message,
+                event=event if isinstance(event, str) else None,
+            )
+            return codec.encode(ErrorReply(error=fields))
+
+    # --- one connection ----------------------------------------------------------------
+
+    async def _serve(
+        self,
+        sid: str,
+        eio_sid: str,
+        identity: Identity,
+        *,
+        task_status: TaskStatus[_Session],
+    ) -> None:
+        session = _Session(sid, eio_sid)
+        self._sessions[sid] = session
+        try:
+            with session.scope:
+                async with (
+                    self.relay.connect(identity, transport=_TRANSPORT) as conn,
+                    conn.outgoing,
+                ):
+                    session.conn = conn
+                    task_status.started(session)
+                    await session.admitted.wait()
+                    await self._pump(session, conn)
+        finally:
+            del self._sessions[sid]
+        # The relay closed the connection (outgoing ended), or the adapter is closing.
+        if not session.client_gone:
+            # Shielded: this runs when the adapter closes under cancellation too. It
+            # only queues a DISCONNECT packet and never waits for the client.
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.server.disconnect(sid, namespace=self.namespace, ignore_queue=True)
+                except Exception:
+                    logger.exception("Socket.IO disconnect failed: sid=%s", sid)
+
+    async def _pump(self, session: _Session, conn: Connection) -> None:
+        try:
+            async for item in conn.outgoing:
+                if not await self._drain(session, conn):
+                    return
+                await self._send(session, conn, item)
+        except Exception:
+            logger.exception("Socket.IO send failed: connection=%s", conn.id)
+
+    async def _send(self, session: _Session, conn: Connection, item: Outbound) -> None:
+        encoded = item.cached(self._cache_key, self._encode)
+        if item.wants_ack:
+            ack_id = self._await_ack(session, partial(self._acknowledged, conn, item))
+            packet = engineio.packet.Packet(
+                engineio.packet.MESSAGE, f"{encoded.head}{ack_id}{encoded.body}"
+            )
+        else:
+            packet = encoded.packet
+        await self.server.eio.send_packet(session.eio_sid, packet)
+
+    def _encode(self, item: Outbound) -> _Encoded:
+        # What python-socketio's Packet.encode() writes for an EVENT, built around the
+        # payload's JSON that the relay serialized once; the engine.io packet is then
+        # shared by every recipient, as python-socketio's own broadcasts share theirs.
+        body = f"[{codec.dumps(item.event)},{item.json}]"
+        packet = engineio.packet.Packet(engineio.packet.MESSAGE, self._head + body)
+        return _Encoded(self._head, body, packet)
+
+    def _await_ack(self, session: _Session, callback: Callable[..., Awaitable[None]]) -> int:
+        # The manager's own ack ids and callback table (what its emit() uses), so that
+        # python-socketio routes the client's ACK packet to the callback as usual.
+        manager = self.server.manager
+        ack_id: int = manager._generate_ack_id(session.sid, callback)
+        session.acks.append(ack_id)
+        if len(session.acks) > _PENDING_ACKS:
+            manager.callbacks.get(session.sid, {}).pop(session.acks.popleft(), None)
+        return ack_id
+
+    async def _acknowledged(self, conn: Connection, item: Outbound, *args: Any) -> None:
+        try:
+            await conn.acknowledge(item)
+        except Exception:
+            logger.exception("Socket.IO ack failed: connection=%s", conn.id)
+
+    async def _drain(self, session: _Session, conn: Connection) -> bool:
+        """Wait while the client has a backlog; return ``False`` if the relay closed it."""
+        socket = self.server.eio.sockets.get(session.eio_sid)
+        queue = getattr(socket, "queue", None)
+        while queue is not None and queue.qsize() >= _SEND_BUFFER:
+            if conn.closed:
+                return False
+            with anyio.move_on_after(_DRAIN_CHECK):
+                await queue.join()
+        return not conn.closed
+
+    def _client_alive(self, eio_sid: str) -> bool:
+        socket = self.server.eio.sockets.get(eio_sid)
+        return socket is not None and not socket.closed and not socket.closing
+
+
+def _unavailable() -> Exception:
+    refusal: Exception = socketio.exceptions.ConnectionRefusedError(
+        "the server is not serving this namespace now",
+        {"status": 503, "code": "unavailable", "message": "the server is not serving now"},
+    )
+    return refusal
+
+
+def _refused(exc: ProtocolError) -> Exception:
+    """A Socket.IO connect error whose ``data`` is the wire's error fields."""
+    data = {"status": exc.status, "code": exc.code, "message": exc.message}
+    refusal: Exception = socketio.exceptions.ConnectionRefusedError(exc.message, data)
+    return refusal
+
+
+def _query(environ: dict[str, Any]) -> dict[str, str]:
+    query: dict[str, str] = {}
+    for name, value in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True):
+        query.setdefault(name, value)
+    return query
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    return {
+        name[5:].lower().replace("_", "-"): value
+        for name, value in environ.items()
+        if name.startswith("HTTP_") and isinstance(value, str)
+    }
