@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -10,47 +12,88 @@ from ._version import __version__
 
 __all__ = ["main"]
 
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="chatrelay",
-        description="The real-time layer of a chat backend.",
+        prog="chatrelay", description="The real-time layer of a chat backend."
     )
     parser.add_argument("--version", action="version", version=f"chatrelay {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     demo = commands.add_parser(
         "demo",
-        help="walk through a conversation between two users, in memory",
+        help="serve a small WhatsApp-Web-style chat that shows chatrelay working",
         description=(
-            "Run a relay in this process, connect alice (two tabs) and bob through the"
-            " in-memory transport, and print every event that crosses the wire while"
-            " they join, type, send a message, read it and leave."
+            "Serve the demo chat: a web page at / (open /?user=alice and /?user=bob in"
+            " two tabs), a REST API under /api, Socket.IO at /socket.io/ (namespace"
+            " /messages) and WebSocket at /ws, all on one port, in memory."
         ),
     )
+    demo.add_argument("--host", default="127.0.0.1", help="interface to listen on (%(default)s)")
+    demo.add_argument("--port", type=int, default=8000, help="port to listen on (%(default)s)")
     demo.add_argument(
-        "--typing-timeout",
-        type=float,
-        default=0.5,
-        metavar="SECONDS",
-        help="how long a typing episode lasts without a refresh (default: %(default)s)",
+        "--auth",
+        choices=("dev", "jwt"),
+        default="dev",
+        help="dev: identity from ?userId=; jwt: HS256 tokens from /api/login (%(default)s)",
+    )
+    demo.add_argument("--jwt-secret", metavar="S", help="the HS256 secret for --auth jwt")
+    demo.add_argument(
+        "--allowed-origins",
+        nargs="+",
+        metavar="ORIGIN",
+        help="web origins whose pages may connect, as scheme://host[:port] (default: any)",
+    )
+    demo.add_argument(
+        "--log-level", choices=_LOG_LEVELS, default="info", help="log level (%(default)s)"
     )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
-    args = _parser().parse_args(argv)
-    if args.command == "demo":
-        import anyio
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port must be between 0 and 65535, not {args.port}")
+    if args.auth == "jwt" and not args.jwt_secret:
+        parser.error("--auth jwt needs --jwt-secret")
+    if args.jwt_secret and args.auth != "jwt":
+        parser.error("--jwt-secret goes with --auth jwt")
+    try:
+        import uvicorn
 
-        from ._demo import run_demo
-
-        if args.typing_timeout <= 0:
-            _parser().error("--typing-timeout must be > 0")
-        try:
-            anyio.run(run_demo, args.typing_timeout)
-        except KeyboardInterrupt:
-            return 130
+        from .demo import create_app
+        from .demo._logs import redact_server_logs
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        parser.exit(
+            2, f"chatrelay demo needs the demo extra: pip install 'chatrelay[demo]' ({exc})\n"
+        )
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        demo = create_app(
+            auth=args.auth, jwt_secret=args.jwt_secret, allowed_origins=args.allowed_origins
+        )
+    except ValueError as exc:  # a weak --jwt-secret, a malformed --allowed-origins
+        parser.error(str(exc))
+    redact_server_logs()
+    print(f"chatrelay demo: open http://{args.host}:{args.port}/?user=alice", flush=True)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            demo.asgi,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            ws_max_size=demo.websocket.max_frame_bytes,
+            ws_per_message_deflate=False,
+            timeout_graceful_shutdown=5,
+        )
+    )
+    # SIGINT and SIGTERM start a graceful shutdown; uvicorn re-raises the signal once
+    # it is done, which here means only that the user asked to stop.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
     return 0
 
 
