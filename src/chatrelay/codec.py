@@ -356,8 +356,8 @@ def decode_reply(data: object, cls: type[T]) -> T:
     return _structure(data, cls, None)
 
 
-def encode(value: ServerEvent | Reply | ClientRequest) -> dict[str, Any]:
-    """Encode an event or reply into its JSON-compatible wire payload."""
+def encode(value: ServerEvent | Reply | ClientRequest | Message) -> dict[str, Any]:
+    """Encode an event, a reply or a message into its JSON-compatible wire payload."""
     result: dict[str, Any] = _converter.unstructure(value)
     return result
 
