@@ -14,9 +14,9 @@ from contextlib import contextmanager
 import anyio
 import httpx
 import pytest
-from ws_support import ws_client
 
 from chatrelay import __version__
+from ws_support import ws_client
 
 pytestmark = pytest.mark.anyio
 

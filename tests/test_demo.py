@@ -6,11 +6,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from socketio_support import Refused, connect, serve_app
-from ws_support import ws_client
 
 from chatrelay import RelayConfig
 from chatrelay.demo import create_app
+from socketio_support import Refused, connect, serve_app
+from ws_support import ws_client
 
 pytestmark = pytest.mark.anyio
 
@@ -94,7 +94,7 @@ async def test_presence_and_online_users(demo_url: str) -> None:
     async with httpx.AsyncClient(base_url=demo_url, timeout=5) as api:
         assert (await api.get("/api/users/online")).json() == {"userIds": []}
         async with ws_client(ws_url(demo_url, "alice")) as alice_ws:
-            async with connect("python", demo_url, user="bob") as bob_sio:
+            async with connect("python", demo_url, user="bob"):
                 assert (await alice_ws.receive("user:online"))["data"] == {"userId": "bob"}
                 online = (await api.get("/api/users/online")).json()
                 assert online == {"userIds": ["alice", "bob"]}
