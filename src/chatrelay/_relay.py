@@ -303,18 +303,23 @@ class Relay:
         )
         self._connections[conn.id] = conn
         change = self._presence.connect(conn.user_id, conn.id, now)
-        if change is not None:
-            online_elsewhere = self._cluster.is_online(conn.user_id)
-            await self._publish_control("presence", {"userId": conn.user_id, "online": True})
-            if not online_elsewhere:
-                await self._announce(UserOnline(user_id=conn.user_id), exclude=conn.id)
+        # From here on the connection is known: forget it however this ends, even if
+        # cancelled while announcing it (the audience hook may be slow).
         try:
+            if change is not None:
+                online_elsewhere = self._cluster.is_online(conn.user_id)
+                await self._publish_control("presence", {"userId": conn.user_id, "online": True})
+                if not online_elsewhere:
+                    await self._announce(UserOnline(user_id=conn.user_id), exclude=conn.id)
             yield conn
         finally:
             with anyio.CancelScope(shield=True):
                 if conn.close_reason is None:
                     conn.close("client_disconnected")
                 await self._forget(conn)
+            # Adapters read `outgoing` inside the block; if the block never ran (cancelled
+            # while announcing), nobody else would close it.
+            conn.outgoing.close()
 
     async def _forget(self, conn: Connection) -> None:
         """Remove a closed connection from rooms, typing and presence (idempotent)."""
@@ -358,6 +363,8 @@ class Relay:
             reply = await self._dispatch(conn, request, now)
         except ProtocolError as exc:
             return self._fail(conn, exc.for_event(name), now)
+        except ConnectionClosed:
+            raise  # closed while handling (say, during authorize_join): nobody to answer
         except Exception:
             logger.exception(
                 "request failed: event=%s connection=%s user=%s", name, conn.id, conn.user_id
@@ -618,8 +625,11 @@ class Relay:
     ) -> None:
         connections = self._connections
         for connection_id in list(self._rooms.connections(conversation)):
-            if connection_id != exclude:
-                connections[connection_id]._push(item)
+            # A connection being forgotten is out of _connections before it is out of its
+            # rooms, and forgetting it awaits backplane publishes: skip it meanwhile.
+            conn = connections.get(connection_id)
+            if conn is not None and connection_id != exclude:
+                conn._push(item)
 
     async def _typing_changed(self, change: TypingChanged, *, exclude: ConnectionId | None) -> None:
         conn = self._connections.get(change.connection_id) if change.connection_id else None
