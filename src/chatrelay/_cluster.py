@@ -117,19 +117,21 @@ class ClusterView:
                 heapq.heappush(self._leaving_deadlines, (self._leaving[user], user))
         return state.online
 
-    def expire(self, now: float) -> tuple[list[tuple[NodeId, set[UserId]]], set[UserId]]:
+    def expire(self, now: float) -> tuple[list[tuple[NodeId, NodeState]], set[UserId]]:
         """Drop nodes silent for longer than the timeout, and end goodbye grace periods.
 
         Returns:
-            The dead nodes with the users that were online on each, and the users
-            whose goodbye grace period ended.
+            The dead nodes with the last state each reported (its users, rooms and
+            typing, which the caller ends), and the users whose goodbye grace period
+            ended.
         """
-        dead: list[tuple[NodeId, set[UserId]]] = []
+        dead: list[tuple[NodeId, NodeState]] = []
         while self._deadlines and self._deadlines[0][0] <= now:
             _, node = heapq.heappop(self._deadlines)
             state = self._nodes.get(node)
             if state is not None and state.last_heard + self.node_timeout <= now:
-                dead.append((node, self.remove(node, now, graceful=False)))
+                self.remove(node, now, graceful=False)
+                dead.append((node, state))
         ended: set[UserId] = set()
         while self._leaving_deadlines and self._leaving_deadlines[0][0] <= now:
             deadline, user = heapq.heappop(self._leaving_deadlines)

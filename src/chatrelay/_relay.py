@@ -631,7 +631,7 @@ class Relay:
             if conn is not None and connection_id != exclude:
                 conn._push(item)
 
-    async def _typing_changed(self, change: TypingChanged, *, exclude: ConnectionId | None) -> None:
+    def _typing_item(self, change: TypingChanged) -> Outbound:
         conn = self._connections.get(change.connection_id) if change.connection_id else None
         name = conn.identity.name if conn is not None else None
         event = TypingIndicator(
@@ -640,7 +640,10 @@ class Relay:
             is_typing=change.is_typing,
             user=TypingUser(id=change.user_id, name=name),
         )
-        item = Outbound(codec.event_name(event), codec.encode(event))
+        return Outbound(codec.event_name(event), codec.encode(event))
+
+    async def _typing_changed(self, change: TypingChanged, *, exclude: ConnectionId | None) -> None:
+        item = self._typing_item(change)
         self._fanout(change.conversation_id, item, exclude)
         if self._shared:
             body = (
@@ -714,10 +717,24 @@ class Relay:
             if not self.is_online(user):
                 await self._announce(UserOffline(user_id=user, last_seen=last_seen), exclude=None)
         dead, ended = self._cluster.expire(now)
-        for node, users in dead:
-            logger.warning("node %s stopped sending heartbeats; %d users offline", node, len(users))
-            await self._went_offline(users, self._wall(now - self.config.node_timeout, now))
-        await self._went_offline(ended, datetime.now(UTC))
+        for node, state in dead:
+            logger.warning(
+                "node %s stopped sending heartbeats; %d users offline", node, len(state.online)
+            )
+            self._typing_vanished(state)
+            await self._went_offline(state.online, self._wall(now - self.config.node_timeout, now))
+        # Their grace period started when their node said goodbye: they were last seen then.
+        await self._went_offline(ended, self._wall(now - self.config.presence_grace, now))
+
+    def _typing_vanished(self, state: NodeState) -> None:
+        """End the typing episodes of a dead node for this node's clients; it cannot."""
+        for conversation, users in state.typing.items():
+            for user in users - self.typing_users(conversation):
+                change = TypingChanged(
+                    conversation_id=conversation, user_id=user, is_typing=False, connection_id=None
+                )
+                # Every node finds the dead node out by itself: nothing to publish.
+                self._fanout(conversation, self._typing_item(change), None)
 
     async def _went_offline(self, users: Iterable[UserId], last_seen: datetime) -> None:
         for user in users:
@@ -810,8 +827,9 @@ class Relay:
             for user in affected:
                 await self._presence_moved(user, was_online[user], None)
         elif kind == "bye":
-            self._cluster.remove(node, now, graceful=True)
-            # Users of a node that said goodbye stay online for the grace period.
+            # Users of a node that said goodbye stay online for the grace period, if any.
+            users = self._cluster.remove(node, now, graceful=True)
+            await self._went_offline(users, datetime.now(UTC))
             self._wake()
         # "heartbeat" needs nothing beyond heard(); unknown kinds come from newer nodes.
 
