@@ -793,10 +793,15 @@ class Relay:
             self._fanout(conversation, item, body["exclude"])
             if item._ack is not None:
                 await self._message_sent(conversation, item._ack.sender_id)
-            self._cluster.heard(node, now)
+            if self._cluster.heard(node, now):
+                self._wake()  # its liveness deadline may come before the timers' next one
             return
-        if self._cluster.heard(node, now) and kind not in ("state", "bye"):
-            await self._publish_control("sync", {"target": node})
+        if self._cluster.heard(node, now):
+            # A node not known yet: its liveness deadline may come before the timers'
+            # next one, and this node needs its state.
+            self._wake()
+            if kind not in ("state", "bye"):
+                await self._publish_control("sync", {"target": node})
         if kind == "typing":
             self._cluster.set_typing(
                 node, body["conversationId"], body["userId"], body["isTyping"], now
