@@ -2,8 +2,12 @@
 
 A backplane is topic-based publish/subscribe of opaque bytes. The relay decides what
 goes in them: a versioned JSON :class:`Envelope` naming the node that sent it. The
-in-process implementations live in :mod:`chatrelay.backplanes`; Redis fits the same
-port.
+in-process implementations live in :mod:`chatrelay.backplanes`; the Redis one in
+:mod:`chatrelay.backplanes.redis`.
+
+Besides messages, a backplane tells its consumer what it could not deliver
+(:class:`BackplaneGap`) and when it lost or regained its connection
+(:class:`BackplaneHealth`), so that nothing is lost silently.
 """
 
 from __future__ import annotations
@@ -24,7 +28,11 @@ from ._types import NodeId
 __all__ = [
     "ENVELOPE_VERSION",
     "Backplane",
+    "BackplaneEvent",
+    "BackplaneGap",
+    "BackplaneHealth",
     "BackplaneMessage",
+    "BackplaneStatistics",
     "Envelope",
     "decode_envelope",
     "encode_envelope",
@@ -51,6 +59,67 @@ class BackplaneMessage:
 
     topic: str
     payload: bytes
+
+
+@attrs.frozen(kw_only=True)
+class BackplaneGap:
+    """Messages published on a topic were lost on their way to this node.
+
+    The consumer should make up for them: the relay tells the clients of that room to
+    resynchronize (``sync:required``), or asks every node for its state again.
+
+    Attributes:
+        topic: The topic on which messages were lost.
+        node: The node that published them, if known.
+        lost: How many were lost, at least (the exact number is not always known).
+    """
+
+    topic: str
+    node: NodeId | None = None
+    lost: int = 1
+
+
+@attrs.frozen(kw_only=True)
+class BackplaneHealth:
+    """The backplane lost (``healthy=False``) or regained its connection.
+
+    While it is down, this node hears nobody: silence from other nodes says nothing
+    about them, so the relay does not count them dead for it.
+
+    Attributes:
+        healthy: Whether what other nodes publish reaches this node again.
+    """
+
+    healthy: bool
+
+
+BackplaneEvent = BackplaneMessage | BackplaneGap | BackplaneHealth
+"""What :meth:`Backplane.messages` yields."""
+
+
+@attrs.frozen(kw_only=True)
+class BackplaneStatistics:
+    """A snapshot of what a backplane did, for health checks and metrics.
+
+    Attributes:
+        healthy: Whether the backplane is connected (always ``True`` in one process).
+        published: Payloads accepted by :meth:`Backplane.publish`.
+        delivered: Messages yielded by :meth:`Backplane.messages`.
+        buffered: Payloads waiting to be sent (while the connection is down).
+        dropped: Payloads this node published but never sent: its buffer was full.
+        lost: Messages from other nodes known to be lost (at least this many).
+        duplicates: Messages received twice and delivered once.
+        reconnects: Times the connection was lost and made again.
+    """
+
+    healthy: bool = True
+    published: int = 0
+    delivered: int = 0
+    buffered: int = 0
+    dropped: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    reconnects: int = 0
 
 
 @attrs.frozen(kw_only=True)
@@ -103,9 +172,15 @@ class Backplane(ABC):
 
     Implementations deliver each payload published on a topic to every node subscribed
     to it (the publisher included, if it subscribed), once and in publish order per
-    publisher. A payload larger than :attr:`max_payload_bytes` is refused with
-    :class:`~chatrelay.BackplaneError` before anything is sent. Use it as an async
-    context manager, or call :meth:`start` and :meth:`aclose`.
+    publisher and topic. What they cannot deliver they report as a
+    :class:`BackplaneGap`, never silently. A payload larger than
+    :attr:`max_payload_bytes` is refused with :class:`~chatrelay.BackplaneError`
+    before anything is sent. Use it as an async context manager, or call
+    :meth:`start` and :meth:`aclose` (from the same task: a backplane may run
+    background tasks between the two).
+
+    :func:`chatrelay.testing.check_backplane` checks an implementation against this
+    contract.
 
     Attributes:
         node_id: This node's id, unique per process start.
@@ -143,8 +218,21 @@ class Backplane(ABC):
         """Stop receiving what is published on ``topic``."""
 
     @abstractmethod
-    def messages(self) -> AsyncIterator[BackplaneMessage]:
-        """Iterate over delivered messages until the backplane closes."""
+    def messages(self) -> AsyncIterator[BackplaneEvent]:
+        """Iterate over delivered messages until the backplane closes.
+
+        Besides :class:`BackplaneMessage` s, it may yield a :class:`BackplaneGap`
+        (messages were lost on a topic) and :class:`BackplaneHealth` (the connection
+        went down or came back). Consumers ignore what they do not know.
+        """
+
+    def statistics(self) -> BackplaneStatistics:
+        """Return counters that describe this backplane now.
+
+        The default reports a healthy backplane with no counts; backplanes that can
+        fail override it.
+        """
+        return BackplaneStatistics()
 
     async def __aenter__(self) -> Self:
         await self.start()

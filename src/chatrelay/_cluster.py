@@ -52,6 +52,7 @@ class ClusterView:
         # users of nodes that said goodbye, online here until their deadline
         self._leaving: dict[UserId, float] = {}
         self._leaving_deadlines: list[tuple[float, UserId]] = []
+        self._suspended = False
 
     # --- updates -------------------------------------------------------------------
 
@@ -117,8 +118,34 @@ class ClusterView:
                 heapq.heappush(self._leaving_deadlines, (self._leaving[user], user))
         return state.online
 
+    def suspend(self) -> None:
+        """Stop counting silent nodes as dead: this node cannot hear anyone now.
+
+        Call it when the backplane loses its connection. Silence then says nothing
+        about the other nodes, and counting them dead would take every remote user
+        offline here only to bring them back a moment later.
+        """
+        self._suspended = True
+
+    def resume(self, now: float) -> None:
+        """Count silent nodes as dead again, as if every node had been heard ``now``.
+
+        Call it when the backplane is connected again: a node that died meanwhile
+        is found out ``node_timeout`` later.
+        """
+        self._suspended = False
+        for node in self._nodes:
+            self.heard(node, now)
+
+    @property
+    def suspended(self) -> bool:
+        """Whether silent nodes are not counted as dead now (see :meth:`suspend`)."""
+        return self._suspended
+
     def expire(self, now: float) -> tuple[list[tuple[NodeId, NodeState]], set[UserId]]:
         """Drop nodes silent for longer than the timeout, and end goodbye grace periods.
+
+        Nodes are not counted dead while :meth:`suspend` ed.
 
         Returns:
             The dead nodes with the last state each reported (its users, rooms and
@@ -126,7 +153,7 @@ class ClusterView:
             ended.
         """
         dead: list[tuple[NodeId, NodeState]] = []
-        while self._deadlines and self._deadlines[0][0] <= now:
+        while not self._suspended and self._deadlines and self._deadlines[0][0] <= now:
             _, node = heapq.heappop(self._deadlines)
             state = self._nodes.get(node)
             if state is not None and state.last_heard + self.node_timeout <= now:
@@ -143,7 +170,7 @@ class ClusterView:
     def next_deadline(self) -> float | None:
         """When :meth:`expire` next has something to do, or ``None``."""
         candidates = []
-        if self._deadlines:
+        if self._deadlines and not self._suspended:
             candidates.append(self._deadlines[0][0])
         if self._leaving_deadlines:
             candidates.append(self._leaving_deadlines[0][0])

@@ -16,7 +16,15 @@ from anyio.abc import TaskGroup
 
 from . import codec
 from ._auth import Authenticator, Credentials, DevelopmentAuthenticator, Identity
-from ._backplane import Backplane, decode_envelope, encode_envelope
+from ._backplane import (
+    Backplane,
+    BackplaneGap,
+    BackplaneHealth,
+    BackplaneMessage,
+    BackplaneStatistics,
+    decode_envelope,
+    encode_envelope,
+)
 from ._cluster import ClusterView, NodeState
 from ._config import RelayConfig
 from ._connection import Connection, Delivery, Outbound, _AckContext
@@ -52,6 +60,7 @@ from .events import (
     OkReply,
     Reply,
     Sender,
+    SyncRequired,
     TypingIndicator,
     TypingStart,
     TypingStop,
@@ -81,10 +90,11 @@ AudienceHook = Callable[[UserId], Awaitable[Collection[UserId]]]
 """``async (user_id) -> user ids``: who is told that this user came online or went offline."""
 
 CONTROL_TOPIC: Final = "chatrelay:control"
+ROOM_TOPIC_PREFIX: Final = "chatrelay:room:"
 
 
 def _room_topic(conversation: ConversationId) -> str:
-    return f"chatrelay:room:{conversation}"
+    return f"{ROOM_TOPIC_PREFIX}{conversation}"
 
 
 async def allow_all(identity: Identity, conversation_id: ConversationId) -> bool:
@@ -109,6 +119,11 @@ class RelayStatistics:
         rate_limited: Requests refused by rate limits.
         failed_requests: Requests answered with an ``error``, rate limits included.
         backplane_errors: Publishes to the backplane that failed.
+        healthy: Whether the backplane is connected (a health check can report
+            "degraded" while it is not).
+        resyncs: ``sync:required`` events sent, because room events from other
+            nodes were lost.
+        backplane: The backplane's own counters.
     """
 
     node_id: NodeId
@@ -120,6 +135,9 @@ class RelayStatistics:
     rate_limited: int
     failed_requests: int
     backplane_errors: int
+    healthy: bool = True
+    resyncs: int = 0
+    backplane: BackplaneStatistics = attrs.field(factory=BackplaneStatistics)
 
 
 @attrs.define
@@ -128,6 +146,7 @@ class _Counters:
     rate_limited: int = 0
     failed_requests: int = 0
     backplane_errors: int = 0
+    resyncs: int = 0
 
 
 class Relay:
@@ -586,6 +605,7 @@ class Relay:
 
     def statistics(self) -> RelayStatistics:
         """Return counters and sizes that describe this relay now."""
+        backplane = self._backplane.statistics()
         return RelayStatistics(
             node_id=self.node_id,
             connections=len(self._connections),
@@ -596,6 +616,9 @@ class Relay:
             rate_limited=self._counters.rate_limited,
             failed_requests=self._counters.failed_requests,
             backplane_errors=self._counters.backplane_errors,
+            healthy=backplane.healthy,
+            resyncs=self._counters.resyncs,
+            backplane=backplane,
         )
 
     # --- fan-out ---------------------------------------------------------------------
@@ -767,6 +790,9 @@ class Relay:
 
     async def _listen(self) -> None:
         async for message in self._backplane.messages():
+            if not isinstance(message, BackplaneMessage):
+                await self._backplane_event(message)
+                continue
             try:
                 envelope = decode_envelope(message.payload)
             except ValueError:
@@ -779,6 +805,39 @@ class Relay:
             except Exception:
                 # A bad or unexpected envelope from one node must not stop this one.
                 logger.exception("ignoring a bad %r envelope from %s", envelope.kind, envelope.node)
+
+    async def _backplane_event(self, event: object) -> None:
+        if isinstance(event, BackplaneHealth):
+            if event.healthy:
+                logger.warning("backplane connected again; resuming node liveness checks")
+                self._cluster.resume(anyio.current_time())
+            else:
+                # Silence from the other nodes now says nothing about them.
+                logger.warning("backplane down; other nodes are not judged by silence")
+                self._cluster.suspend()
+            self._wake()
+        elif isinstance(event, BackplaneGap):
+            if event.topic == CONTROL_TOPIC:
+                # Presence, membership or typing changes were lost: ask every node for
+                # its state again; the differences are announced as they arrive.
+                logger.warning("lost %d control messages; resynchronizing", event.lost)
+                await self._publish_control("sync", {"target": None})
+            elif event.topic.startswith(ROOM_TOPIC_PREFIX):
+                self._resync_room(ConversationId(event.topic[len(ROOM_TOPIC_PREFIX) :]))
+        # Other events come from newer backplanes: nothing to do.
+
+    def _resync_room(self, conversation: ConversationId) -> None:
+        """Tell this node's clients in a room that they missed events of it."""
+        connections = list(self._rooms.connections(conversation))
+        logger.warning(
+            "room events of %r were lost; telling %d connections to resync",
+            conversation,
+            len(connections),
+        )
+        event = SyncRequired(conversation_id=conversation)
+        item = Outbound(codec.event_name(event), codec.encode(event))
+        self._counters.resyncs += len(connections)
+        self._fanout(conversation, item, None)
 
     async def _apply(self, node: NodeId, kind: str, body: Any) -> None:
         now = anyio.current_time()

@@ -6,6 +6,18 @@
 
 from ._auth import Authenticator as Authenticator
 from ._backplane import Backplane as Backplane
+from ._backplane import BackplaneEvent as BackplaneEvent
+from ._backplane import BackplaneGap as BackplaneGap
+from ._backplane import BackplaneHealth as BackplaneHealth
 from ._backplane import BackplaneMessage as BackplaneMessage
+from ._backplane import BackplaneStatistics as BackplaneStatistics
 
-__all__ = ["Authenticator", "Backplane", "BackplaneMessage"]
+__all__ = [
+    "Authenticator",
+    "Backplane",
+    "BackplaneEvent",
+    "BackplaneGap",
+    "BackplaneHealth",
+    "BackplaneMessage",
+    "BackplaneStatistics",
+]

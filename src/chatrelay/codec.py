@@ -33,6 +33,7 @@ from .events import (
     MessageStatusChanged,
     Reply,
     ServerEvent,
+    SyncRequired,
     TypingIndicator,
     TypingStart,
     TypingStop,
@@ -72,6 +73,7 @@ SERVER_EVENTS: Final[Mapping[str, type[ServerEvent]]] = {
     "user:online": UserOnline,
     "user:offline": UserOffline,
     "error": ErrorEvent,
+    "sync:required": SyncRequired,
 }
 """The server → client event names and the class each one decodes to."""
 

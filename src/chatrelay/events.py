@@ -10,7 +10,7 @@ Client → server requests: :class:`JoinConversation`, :class:`LeaveConversation
 
 Server → client events: :class:`MessageReceived`, :class:`MessageStatusChanged`,
 :class:`TypingIndicator` (sent as ``typing:start`` or ``typing:stop``),
-:class:`UserOnline`, :class:`UserOffline`, :class:`ErrorEvent`.
+:class:`UserOnline`, :class:`UserOffline`, :class:`ErrorEvent`, :class:`SyncRequired`.
 
 Replies (acks): :class:`JoinReply`, :class:`LeaveReply`, :class:`OkReply`,
 :class:`ErrorReply`.
@@ -43,6 +43,7 @@ __all__ = [
     "Reply",
     "Sender",
     "ServerEvent",
+    "SyncRequired",
     "TypingIndicator",
     "TypingStart",
     "TypingStop",
@@ -272,8 +273,27 @@ class ErrorEvent:
     event: str | None = None
 
 
+@attrs.frozen(kw_only=True)
+class SyncRequired:
+    """``sync:required``: events of a conversation may have been lost; fetch it again.
+
+    Sent when events could not be carried between servers (for example, a server
+    dropped them after its Redis was unreachable for too long). The client should
+    reload the conversation from the application's API, as after a reconnect.
+    Clients that do not know this event can ignore it.
+    """
+
+    conversation_id: ConversationId
+
+
 ServerEvent = (
-    MessageReceived | MessageStatusChanged | TypingIndicator | UserOnline | UserOffline | ErrorEvent
+    MessageReceived
+    | MessageStatusChanged
+    | TypingIndicator
+    | UserOnline
+    | UserOffline
+    | ErrorEvent
+    | SyncRequired
 )
 """Any event the server sends on its own."""
 

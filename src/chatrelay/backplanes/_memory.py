@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import AsyncIterator
 
@@ -9,7 +10,7 @@ import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from .._backplane import Backplane, BackplaneMessage
+from .._backplane import Backplane, BackplaneEvent, BackplaneMessage, BackplaneStatistics
 from .._exceptions import BackplaneError
 from .._types import NodeId
 
@@ -43,7 +44,7 @@ class LocalBackplane(Backplane):
     async def unsubscribe(self, topic: str) -> None:
         """Do nothing."""
 
-    async def messages(self) -> AsyncIterator[BackplaneMessage]:
+    async def messages(self) -> AsyncIterator[BackplaneEvent]:
         """Wait until closed; no message ever arrives."""
         await self._closed.wait()
         return
@@ -100,11 +101,14 @@ class MemoryBackplane(Backplane):
         super().__init__(node_id=node_id, max_payload_bytes=max_payload_bytes)
         self._bus = bus
         self.topics: set[str] = set()
-        self._send: MemoryObjectSendStream[BackplaneMessage]
-        self._receive: MemoryObjectReceiveStream[BackplaneMessage]
-        self._send, self._receive = anyio.create_memory_object_stream[BackplaneMessage](math.inf)
+        self._send: MemoryObjectSendStream[BackplaneEvent]
+        self._receive: MemoryObjectReceiveStream[BackplaneEvent]
+        self._send, self._receive = anyio.create_memory_object_stream[BackplaneEvent](math.inf)
         self._started = False
         self._closed = False
+        self._published = 0
+        self._delivered = 0
+        self._iterating = False
 
     async def start(self) -> None:
         """Attach to the bus."""
@@ -119,6 +123,8 @@ class MemoryBackplane(Backplane):
         self._closed = True
         self._bus._detach(self)
         self._send.close()
+        if not self._iterating:
+            self._receive.close()  # nobody will: messages() was never iterated
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Deliver ``payload`` to every backplane on the bus subscribed to ``topic``.
@@ -127,6 +133,7 @@ class MemoryBackplane(Backplane):
             BackplaneError: If the payload is too large or the backplane is closed.
         """
         _check(self, payload, closed=self._closed or not self._started)
+        self._published += 1
         self._bus._publish(topic, payload)
 
     async def subscribe(self, topic: str) -> None:
@@ -137,17 +144,24 @@ class MemoryBackplane(Backplane):
         """Stop receiving ``topic``."""
         self.topics.discard(topic)
 
-    async def messages(self) -> AsyncIterator[BackplaneMessage]:
+    async def messages(self) -> AsyncIterator[BackplaneEvent]:
         """Iterate over delivered messages until closed."""
+        self._iterating = True
         async with self._receive:
             async for message in self._receive:
+                if isinstance(message, BackplaneMessage):
+                    self._delivered += 1
                 yield message
 
-    def _deliver(self, message: BackplaneMessage) -> None:
-        try:
+    def statistics(self) -> BackplaneStatistics:
+        """Return what this backplane published and delivered; it is always healthy."""
+        return BackplaneStatistics(published=self._published, delivered=self._delivered)
+
+    def _deliver(self, message: BackplaneEvent) -> None:
+        # Broken or closed: this node stopped listening (it is shutting down), like a
+        # dropped socket.
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             self._send.send_nowait(message)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass  # this node stopped listening (it is shutting down): like a dropped socket
 
 
 def _check(backplane: Backplane, payload: bytes, *, closed: bool) -> None:
