@@ -16,6 +16,7 @@ from ._connection import Delivery as Delivery
 from ._connection import Outbound as Outbound
 from ._debounce import TypingChanged as TypingChanged
 from ._debounce import TypingDebouncer as TypingDebouncer
+from ._emitter import Emitter as Emitter
 from ._exceptions import BackplaneError as BackplaneError
 from ._exceptions import ChatRelayError as ChatRelayError
 from ._exceptions import ConnectionClosed as ConnectionClosed
@@ -64,6 +65,7 @@ __all__ = [
     "Delivery",
     "DeliveryHook",
     "DevelopmentAuthenticator",
+    "Emitter",
     "Forbidden",
     "Identity",
     "InternalError",
