@@ -366,11 +366,12 @@ async def test_deliveries_are_reported_by_the_recipients_node() -> None:
 
 async def test_bad_backplane_messages_are_ignored(caplog: pytest.LogCaptureFixture) -> None:
     bus = MemoryBus()
+    stranger = bus.backplane()
     async with (
         Relay(config=CLUSTER, backplane=bus.backplane()) as a,
         Relay(config=CLUSTER, backplane=bus.backplane()) as b,
+        Relay(config=CLUSTER, backplane=stranger),
         MemoryTransport(b).connect("bob") as bob,
-        bus.backplane() as stranger,
     ):
         node = NodeId("stranger")
         with caplog.at_level(logging.WARNING, logger="chatrelay"):
