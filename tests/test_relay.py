@@ -487,6 +487,11 @@ async def test_typing_stops_when_the_app_emits_the_typists_message() -> None:
             await alice.request("typing:start", {"conversationId": "c1"})
             await relay.message_received(message("m2", sender="bob"))
             assert names(await settle(bob, presence=False)) == ["typing:start", "message:received"]
+            # The connection that sent it (exclude) is told neither the message nor the
+            # typing:stop it caused.
+            await relay.message_received(message("m3"), exclude=alice.connection.id)
+            assert names(await settle(alice, presence=False)) == ["message:received"]  # m2
+            assert names(await settle(bob, presence=False)) == ["message:received", "typing:stop"]
 
 
 async def test_typing_in_a_room_not_joined_is_not_in_conversation() -> None:

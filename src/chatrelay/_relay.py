@@ -549,7 +549,7 @@ class Relay:
             ),
         )
         await self._broadcast(conversation, item, exclude)
-        await self._message_sent(conversation, message.sender_id)
+        await self._message_sent(conversation, message.sender_id, exclude)
 
     async def message_status(
         self,
@@ -676,10 +676,13 @@ class Relay:
             )
             await self._publish(CONTROL_TOPIC, encode_envelope(self.node_id, "typing", body))
 
-    async def _message_sent(self, conversation: ConversationId, sender: UserId) -> None:
+    async def _message_sent(
+        self, conversation: ConversationId, sender: UserId, exclude: ConnectionId | None
+    ) -> None:
         change = self._typing.message_sent(conversation, sender)
         if change is not None:
-            await self._typing_changed(change, exclude=None)
+            # The connection that sent the message caused the stop too: not echoed to it.
+            await self._typing_changed(change, exclude=exclude)
 
     async def _announce(
         self, event: UserOnline | UserOffline, *, exclude: ConnectionId | None
@@ -851,7 +854,7 @@ class Relay:
             )
             self._fanout(conversation, item, body["exclude"])
             if item._ack is not None:
-                await self._message_sent(conversation, item._ack.sender_id)
+                await self._message_sent(conversation, item._ack.sender_id, body["exclude"])
             if self._cluster.heard(node, now):
                 self._wake()  # its liveness deadline may come before the timers' next one
             return

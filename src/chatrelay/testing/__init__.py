@@ -13,8 +13,13 @@ here as it would on the wire::
             await alice.emit("typing:start", {"conversationId": "c1"})
             event = await bob.receive("typing:start")
             assert event.data["userId"] == "alice"
+
+:func:`check_backplane` checks that a backplane keeps the contract of
+:class:`~chatrelay.abc.Backplane`, like trio's ``check_two_way_stream`` does for
+streams.
 """
 
+from ._backplane import check_backplane
 from ._memory import MemoryClient, MemoryTransport, ReceivedEvent
 
-__all__ = ["MemoryClient", "MemoryTransport", "ReceivedEvent"]
+__all__ = ["MemoryClient", "MemoryTransport", "ReceivedEvent", "check_backplane"]
