@@ -212,8 +212,8 @@ async def test_a_conversation_from_first_connect_to_last_disconnect() -> None:
             phone.pause()
             for number in range(3 * CONFIG.limits.outgoing_queue):
                 await relay.message_status("c1", f"s{number}", "read", user_id="bob")
-                event = await laptop.receive("message:status", timeout=WAIT)
-                assert event.data["messageId"] == f"s{number}"
+                status_event = await laptop.receive("message:status", timeout=WAIT)
+                assert status_event.data["messageId"] == f"s{number}"
             assert phone.connection.close_reason == "slow_consumer"
             phone.resume()
             with pytest.raises(ConnectionClosed):
