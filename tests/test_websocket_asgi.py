@@ -60,6 +60,8 @@ class FakeServer:
         self._to_app, self._from_test = anyio.create_memory_object_stream[AsgiMessage](100)
         self.sent: list[AsgiMessage] = []
         self.broken = False
+        # While set, sends of frames wait for it: a client that does not read.
+        self.gate: anyio.Event | None = None
         self._changed = anyio.Event()
         self._to_app.send_nowait({"type": "websocket.connect"})
 
@@ -76,9 +78,14 @@ class FakeServer:
     async def send(self, message: AsgiMessage) -> None:
         if self.broken and message["type"] in ("websocket.send", "websocket.close"):
             raise OSError("connection reset by peer")  # what servers raise
+        if self.gate is not None and message["type"] == "websocket.send":
+            await self.gate.wait()
         self.sent.append(message)
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
+
+    async def changed(self) -> None:
+        await self._changed.wait()
 
     def client_sends(self, frame: Any) -> None:
         self._to_app.send_nowait({"type": "websocket.receive", "text": json.dumps(frame)})
@@ -182,18 +189,54 @@ async def test_connection_closed_while_a_request_is_handled() -> None:
     relay: Relay
 
     async def authorize(identity: Identity, conversation: str) -> bool:
-        for _ in range(3):  # no checkpoint in between: the queue of one overflows
+        # The client reads nothing, and there is no checkpoint in between: the queue
+        # of one overflows (on asyncio the first event is taken by the direct path,
+        # whose send waits, so one more is needed).
+        for _ in range(4):
             await relay.message_status("c0", "m1", "read", user_id="bob")
         return True
 
     relay = Relay(config=RelayConfig(limits=Limits(outgoing_queue=1)), authorize_join=authorize)
     async with running(relay) as adapter, anyio.create_task_group() as tg:
         with FakeServer() as server:
+            server.gate = anyio.Event()
             tg.start_soon(adapter, server.scope, server.receive, server.send)
             server.client_sends({"event": "conversation:join", "data": {"conversationId": "c0"}})
             server.client_sends({"event": "conversation:join", "data": {"conversationId": "c1"}})
             close = await server.wait_for("websocket.close")
             assert (close["code"], close["reason"]) == (1013, "slow_consumer")
+
+
+async def test_events_stay_in_order_when_a_send_has_to_wait() -> None:
+    # On asyncio the first event is sent from the relay's fan-out and has to wait for
+    # the client; the next ones queue behind it and follow it, in order, once it reads.
+    async with running(Relay()) as adapter, anyio.create_task_group() as tg:
+        with FakeServer() as server:
+            tg.start_soon(adapter, server.scope, server.receive, server.send)
+            server.client_sends({"event": "conversation:join", "data": {"conversationId": "c1"}})
+            with anyio.fail_after(WAIT):
+                while "alice" not in adapter.relay.members("c1"):
+                    await anyio.lowlevel.checkpoint()
+            gate = server.gate = anyio.Event()
+            for n in range(5):
+                await adapter.relay.message_status("c1", f"m{n}", "read", user_id="bob")
+                await anyio.sleep(0.01)
+            assert not [m for m in server.sent if "message:status" in m.get("text", "")]
+            server.gate = None
+            gate.set()
+            await server.wait_for_event("message:status")
+            with anyio.fail_after(WAIT):
+                while True:
+                    frames = [
+                        json.loads(m["text"])
+                        for m in server.sent
+                        if "message:status" in m.get("text", "")
+                    ]
+                    if len(frames) == 5:
+                        break
+                    await server.changed()
+            assert [f["data"]["messageId"] for f in frames] == [f"m{n}" for n in range(5)]
+            tg.cancel_scope.cancel()
 
 
 async def test_unanswered_acks_are_forgotten_beyond_the_limit() -> None:

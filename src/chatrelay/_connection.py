@@ -156,6 +156,7 @@ class Connection:
         self._send, self.outgoing = anyio.create_memory_object_stream[Outbound](queue_size)
         self._bucket = bucket
         self._last_rate_error = -math.inf
+        self._sink: Callable[[Outbound], bool] | None = None
         self.close_reason: str | None = None
 
     @property
@@ -212,6 +213,22 @@ class Connection:
         """
         return self._relay._reject(self, error)
 
+    def deliver_directly(self, sink: Callable[[Outbound], bool] | None) -> None:
+        """Let the adapter take events as they are sent, before they are queued.
+
+        A fan-out then hands each recipient's event to ``sink``, which passes it to
+        the transport without waiting (no task wakes per recipient) and returns
+        ``True``; or returns ``False``, and the event goes to :attr:`outgoing` as
+        usual, with its bound and slow-consumer policy. To keep events in order,
+        the sink must refuse while events it refused are still on their way (queued
+        on :attr:`outgoing`, or taken from it and not yet sent).
+
+        Args:
+            sink: ``sink(item) -> bool``, called in the sender's task; it must not
+                raise. ``None`` stops direct delivery.
+        """
+        self._sink = sink
+
     def close(self, reason: str) -> None:
         """Close the connection from the server side; :attr:`outgoing` ends.
 
@@ -225,6 +242,9 @@ class Connection:
 
     def _push(self, item: Outbound) -> None:
         if self.close_reason is not None:
+            return
+        sink = self._sink
+        if sink is not None and sink(item):
             return
         try:
             self._send.send_nowait(item)

@@ -23,6 +23,7 @@ cannot send them twice either.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from contextlib import AsyncExitStack
@@ -88,6 +89,9 @@ class _Session:
     acks: deque[int] = attrs.Factory(deque)
     conn: Connection | None = None
     client_gone: bool = False
+    # Events that the direct path refused are on their way through the pump: until it
+    # has sent them all, later events queue behind them, so none overtakes another.
+    backlog: bool = True
 
 
 @attrs.frozen
@@ -174,6 +178,7 @@ class SocketIOAdapter:
         """The python-socketio ``AsyncServer`` the adapter is attached to."""
         self.namespace = namespace
         self._cache_key = f"socketio:{namespace}"
+        self._ping_timeout: float = server.eio.ping_timeout
         self._head = "2" if namespace == "/" else f"2{namespace},"
         self._sessions: dict[str, _Session] = {}
         self._stack: AsyncExitStack | None = None
@@ -349,6 +354,7 @@ class SocketIOAdapter:
                     conn.outgoing,
                 ):
                     session.conn = conn
+                    conn.deliver_directly(partial(self._deliver, session, conn))
                     task_status.started(session)
                     await session.admitted.wait()
                     await self._pump(session, conn)
@@ -364,25 +370,57 @@ class SocketIOAdapter:
                 except Exception:
                     logger.exception("Socket.IO disconnect failed: sid=%s", sid)
 
+    def _deliver(self, session: _Session, conn: Connection, item: Outbound) -> bool:
+        """The direct path: put the event on engine.io's queue for the client at once.
+
+        The relay calls it during a fan-out, for each recipient, so that no task of
+        ours wakes per recipient: engine.io's writer sends it, as in python-socketio's
+        own broadcasts. It refuses (the event then goes through the pump, with its
+        bound and slow-consumer policy) while the client has a backlog.
+        """
+        if not session.backlog:
+            socket = self.server.eio.sockets.get(session.eio_sid)
+            queue = getattr(socket, "queue", None)
+            if (
+                queue is not None
+                and not socket.closed
+                and queue.qsize() < _SEND_BUFFER
+                # What engine.io's send() checks: past it, the pump's send closes it.
+                and not (socket.last_ping and time.time() - socket.last_ping > self._ping_timeout)
+            ):
+                queue.put_nowait(self._packet(session, conn, item))
+                return True
+        session.backlog = True
+        return False
+
     async def _pump(self, session: _Session, conn: Connection) -> None:
+        outgoing = conn.outgoing
         try:
-            async for item in conn.outgoing:
+            while True:
+                try:
+                    item = outgoing.receive_nowait()
+                except anyio.WouldBlock:
+                    # Everything the direct path refused is sent: it may take over.
+                    session.backlog = False
+                    item = await outgoing.receive()
                 if not await self._drain(session, conn):
                     return
-                await self._send(session, conn, item)
+                await self.server.eio.send_packet(
+                    session.eio_sid, self._packet(session, conn, item)
+                )
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            return
         except Exception:
             logger.exception("Socket.IO send failed: connection=%s", conn.id)
 
-    async def _send(self, session: _Session, conn: Connection, item: Outbound) -> None:
+    def _packet(self, session: _Session, conn: Connection, item: Outbound) -> Any:
         encoded = item.cached(self._cache_key, self._encode)
-        if item.wants_ack:
-            ack_id = self._await_ack(session, partial(self._acknowledged, conn, item))
-            packet = engineio.packet.Packet(
-                engineio.packet.MESSAGE, f"{encoded.head}{ack_id}{encoded.body}"
-            )
-        else:
-            packet = encoded.packet
-        await self.server.eio.send_packet(session.eio_sid, packet)
+        if not item.wants_ack:
+            return encoded.packet
+        ack_id = self._await_ack(session, partial(self._acknowledged, conn, item))
+        return engineio.packet.Packet(
+            engineio.packet.MESSAGE, f"{encoded.head}{ack_id}{encoded.body}"
+        )
 
     def _encode(self, item: Outbound) -> _Encoded:
         # What python-socketio's Packet.encode() writes for an EVENT, built around the

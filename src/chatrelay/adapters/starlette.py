@@ -28,14 +28,16 @@ The adapter runs wherever Starlette runs: on asyncio and on trio (through anyio)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import itertools
 import logging
-from collections.abc import Iterable, Mapping
-from typing import Final
+from collections.abc import Coroutine, Iterable, Mapping
+from typing import Any, Final
 
 import anyio
+from anyio.abc import TaskGroup
 from starlette.routing import WebSocketRoute
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -331,6 +333,37 @@ class WebSocketAdapter:
             return exc, frame_id, None
 
 
+def _on_asyncio() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False  # trio
+    return True
+
+
+async def _resume(coro: Coroutine[Any, Any, None], waiting_on: object) -> None:
+    """Drive, in this task, an asyncio coroutine that was started by ``coro.send(None)``.
+
+    ``waiting_on`` is what it yielded: the future it waits for (``None`` for a bare
+    yield). This does for it what an asyncio task does: wait until the future is
+    done, then resume the coroutine, until it returns.
+    """
+    try:
+        while True:
+            if waiting_on is None:
+                await asyncio.sleep(0)
+            elif asyncio.isfuture(waiting_on):
+                # Resumed, the coroutine reads the future's result (or error) itself.
+                await asyncio.wait([waiting_on])
+            else:
+                raise RuntimeError(f"a send yielded {waiting_on!r}, not an asyncio future")
+            waiting_on = coro.send(None)
+    except StopIteration:
+        return
+    finally:
+        coro.close()  # a no-op once it returned; otherwise it is abandoned
+
+
 def _size(message: Message) -> int:
     text = message.get("text")
     if text is not None:
@@ -361,15 +394,27 @@ class _Session:
         self._adapter = adapter
         self._ws = websocket
         self._conn = conn
-        self._send_lock = anyio.Lock()
+        self._send_lock = anyio.Lock(fast_acquire=True)
         self._ids = itertools.count(1)
         # Events that asked for an ack, by the id this connection sent them with.
         self._pending: dict[str, Outbound] = {}
+        # Events that the direct path refused are on their way through the writer:
+        # until it has sent them all, later ones queue behind them, in order.
+        self._backlog = True
+        # Set while a send that the direct path started waits for the client.
+        self._stalled: anyio.Event | None = None
+        self._tg: TaskGroup | None = None
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
+            self._tg = tg
             tg.start_soon(self._read, tg.cancel_scope)
-            await self._write()
+            if _on_asyncio():
+                self._conn.deliver_directly(self._deliver)
+            try:
+                await self._write()
+            finally:
+                self._conn.deliver_directly(None)
             tg.cancel_scope.cancel()
         reason = self._conn.close_reason
         if reason is not None:
@@ -377,20 +422,71 @@ class _Session:
             await _close(self._ws, close_code(reason), reason)
 
     async def _send(self, text: str) -> None:
-        # The reader (acks) and the writer (events) share the socket.
+        # The reader (acks), the writer (events) and the direct path share the socket.
+        while self._stalled is not None:
+            await self._stalled.wait()
         async with self._send_lock:
             await self._ws.send_text(text)
+
+    def _deliver(self, item: Outbound) -> bool:
+        """The direct path: send an event from the relay's fan-out, in the sender's task.
+
+        A broadcast then costs what sequential ``send_text`` calls cost, with no task
+        woken per recipient. The send runs eagerly, as asyncio's eager tasks do: it
+        usually completes without waiting (the server buffers the frame). If it has
+        to wait for this client, a task of the session finishes it, and later events
+        queue behind it on ``outgoing``, where the relay's bound and slow-consumer
+        policy apply; so a slow client never holds up the others. asyncio only.
+        """
+        if self._backlog or self._stalled is not None or self._send_lock.locked():
+            self._backlog = True
+            return False
+        send = self._ws.send_text(self._encode(item))
+        try:
+            waiting_on = send.send(None)
+        except StopIteration:
+            return True
+        except Exception:
+            # The client is gone: end the session, as a failed send of the writer does.
+            _logger.debug("direct send failed: connection=%s", self._conn.id, exc_info=True)
+            self._backlog = True
+            if self._tg is not None:
+                self._tg.cancel_scope.cancel()
+            return True
+        assert self._tg is not None
+        self._backlog = True
+        self._stalled = anyio.Event()
+        self._tg.start_soon(self._finish, send, waiting_on)
+        return True
+
+    async def _finish(self, send: Coroutine[Any, Any, None], waiting_on: object) -> None:
+        """Run to its end a send that :meth:`_deliver` started and that had to wait."""
+        try:
+            await _resume(send, waiting_on)
+        except WebSocketDisconnect:
+            pass  # the client left; the reader or the writer ends the session
+        finally:
+            assert self._stalled is not None
+            self._stalled.set()
+            self._stalled = None
 
     async def _write(self) -> None:
         """Send the relay's events until it closes the connection or the client leaves."""
         outgoing = self._conn.outgoing
         try:
             async with outgoing:
-                async for item in outgoing:
+                while True:
+                    try:
+                        # What is queued already is sent without a checkpoint per event.
+                        item = outgoing.receive_nowait()
+                    except anyio.WouldBlock:
+                        # Everything the direct path refused is sent: it may take over.
+                        self._backlog = False
+                        item = await outgoing.receive()
                     if self._conn.closed:
                         break  # what is still queued for a closed connection is dropped
                     await self._send(self._encode(item))
-        except WebSocketDisconnect:
+        except (WebSocketDisconnect, anyio.EndOfStream):
             pass
 
     def _encode(self, item: Outbound) -> str:
