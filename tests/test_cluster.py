@@ -17,7 +17,7 @@ import pytest
 from chatrelay import ClusterView, Delivery, NodeId, Relay, RelayConfig
 from chatrelay._cluster import NodeState
 from chatrelay._relay import CONTROL_TOPIC
-from chatrelay.backplanes import MemoryBus, encode_envelope
+from chatrelay.backplanes import MemoryBackplane, MemoryBus, encode_envelope
 from chatrelay.testing import MemoryClient, MemoryTransport
 from relay_helpers import (
     WAIT,
@@ -44,13 +44,18 @@ def presence_of(client: MemoryClient, user: str) -> list[str]:
     ]
 
 
+async def presence_event(observer: MemoryClient, event: str, user: str) -> dict[str, Any]:
+    """Wait for ``observer`` to receive ``event`` (online/offline) of ``user``; return it."""
+    while True:
+        received = await observer.receive(event, timeout=WAIT)
+        if received.data["userId"] == user:
+            data: dict[str, Any] = received.data
+            return data
+
+
 async def offline_of(observer: MemoryClient, user: str) -> dict[str, Any]:
     """Wait for ``observer`` to receive ``user:offline`` of ``user``; return its payload."""
-    while True:
-        event = await observer.receive("user:offline", timeout=WAIT)
-        if event.data["userId"] == user:
-            data: dict[str, Any] = event.data
-            return data
+    return await presence_event(observer, "user:offline", user)
 
 
 async def clock_tick(observer: MemoryClient, node: Relay, name: str) -> None:
@@ -199,8 +204,9 @@ async def test_a_user_on_two_nodes_is_online_once_and_offline_once() -> None:
     ):
         await wait_until(lambda: a.is_online("dave") and b.is_online("carol"))
         async with MemoryTransport(a).connect("alice"):
-            await carol.receive("user:online", timeout=WAIT)
-            await dave.receive("user:online", timeout=WAIT)
+            for observer in (carol, dave):
+                await presence_event(observer, "user:online", "alice")
+            # b knows alice is online on a: her tab on b is not news.
             async with MemoryTransport(b).connect("alice"):
                 await wait_until(lambda: "alice" in b.online_users())
             # alice's tab on b is gone, her tab on a keeps her online everywhere.
@@ -388,6 +394,52 @@ async def test_bad_backplane_messages_are_ignored(caplog: pytest.LogCaptureFixtu
         assert online.data["userId"] == "alice"
         assert "malformed backplane message" in caplog.text
         assert "ignoring a bad 'presence' envelope" in caplog.text
+
+
+class RecordingBackplane(MemoryBackplane):
+    """A memory backplane that keeps what its node published."""
+
+    def __init__(self, bus: MemoryBus) -> None:
+        super().__init__(bus)
+        self.published: list[bytes] = []
+
+    async def publish(self, topic: str, payload: bytes) -> None:
+        self.published.append(payload)
+        await super().publish(topic, payload)
+
+
+async def test_nodes_first_heard_in_a_room_event_a_snapshot_or_a_goodbye() -> None:
+    bus = MemoryBus()
+    recording = RecordingBackplane(bus)
+    ghost = NodeId("ghost")
+    async with (
+        Relay(config=CLUSTER, backplane=recording) as relay,
+        Relay(config=CLUSTER, backplane=bus.backplane()) as other,
+        MemoryTransport(relay).connect("bob") as bob,
+    ):
+        await wait_until(lambda: relay.statistics().nodes == 1)
+        # A room event from a node not heard before is delivered, and the node known.
+        await join(bob)
+        status = (
+            '{"conversationId":"c1","event":"message:status","exclude":null,"ack":null,'
+            '"data":{"conversationId":"c1","messageId":"m1","status":"read","userId":"x",'
+            '"updatedAt":"2026-01-01T00:00:00.000Z"}}'
+        )
+        room = encode_envelope(NodeId("poltergeist"), "room", status)
+        await other._backplane.publish("chatrelay:room:c1", room)
+        event = await bob.receive("message:status", timeout=WAIT)
+        assert event.data["messageId"] == "m1"
+        assert relay.statistics().nodes == 2
+        # A snapshot from a node not heard before: nothing more to ask it.
+        state = '{"online":["casper"],"members":{"c1":["casper"]},"typing":{}}'
+        await other._backplane.publish(CONTROL_TOPIC, encode_envelope(ghost, "state", state))
+        await presence_event(bob, "user:online", "casper")
+        assert relay.members("c1") == {"bob", "casper"}
+        # And a goodbye from it: its users go offline after the grace period.
+        await other._backplane.publish(CONTROL_TOPIC, encode_envelope(ghost, "bye", "{}"))
+        await offline_of(bob, "casper")
+        assert relay.statistics().nodes == 2
+        assert not [p for p in recording.published if b'"target":"ghost"' in p]
 
 
 async def test_a_closed_backplane_counts_failed_publishes_and_the_node_keeps_serving() -> None:

@@ -352,9 +352,10 @@ class Relay:
         self._wake()
 
     def _schedule_close(self, conn: Connection) -> None:
-        if conn.id in self._connections:
-            self._to_close.append(conn)
-            self._wake()
+        # Connection.close calls this once, before the connection can be forgotten
+        # (_forget only ever runs on closed connections); _forget is idempotent anyway.
+        self._to_close.append(conn)
+        self._wake()
 
     def _slow_consumer(self, conn: Connection) -> None:
         self._counters.slow_consumers += 1
