@@ -21,6 +21,7 @@ import resource
 import shlex
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +48,12 @@ class Server:
     name: str
     client: str  # the load generator's kind of client: "socketio" or "websocket"
     node: bool = False
+    # (d): two processes of `kind` sharing a Redis; it runs the fan-out scenario only.
+    cluster: bool = False
+
+    @property
+    def kind(self) -> str:
+        return self.name.removesuffix("-redis")
 
 
 SERVERS: Final = {
@@ -57,6 +64,7 @@ SERVERS: Final = {
         Server("chatrelay-socketio", "socketio"),
         Server("socketio", "socketio"),
         Server("node-socketio", "socketio", node=True),
+        Server("chatrelay-websocket-redis", "websocket", cluster=True),
     )
 }
 
@@ -66,6 +74,7 @@ PAIRS: Final = (
     ("chatrelay-websocket", "node-socketio"),
     ("chatrelay-socketio", "socketio"),
     ("chatrelay-socketio", "node-socketio"),
+    ("chatrelay-websocket-redis", "chatrelay-websocket"),
 )
 
 
@@ -123,6 +132,7 @@ FIGURES: Final = (
     ("fanout_rate", "(a) fan-out, 1 room: deliveries per server-CPU-second", "/s", True),
     ("fanout_p50", "(a) latency p50 at the fixed rate", "ms", False),
     ("fanout_p99", "(a) latency p99 at the fixed rate", "ms", False),
+    ("fanout_remote_p99", "(d) latency p99 of the clients on the other server", "ms", False),
     ("rooms_rate", "(b) many rooms: deliveries per server-CPU-second", "/s", True),
     ("rooms_p50", "(b) latency p50 at the fixed rate", "ms", False),
     ("rooms_p99", "(b) latency p99 at the fixed rate", "ms", False),
@@ -227,14 +237,47 @@ class Process:
             return int(f.read().split()[1]) * PAGE_SIZE
 
 
-def server_argv(server: Server, compressed: bool) -> list[str]:
+def server_argv(server: Server, compressed: bool, redis: str | None = None) -> list[str]:
     if server.node:
         config = json.dumps({"compression": compressed})
         return pinned(SERVER_CORE, ["node", str(NODE_DIR / "server.mjs"), config])
-    argv = [sys.executable, str(HERE / "server.py"), server.name]
+    argv = [sys.executable, str(HERE / "server.py"), server.kind]
     if compressed:
         argv.append("--compression")
+    if redis is not None:
+        argv += ["--redis", redis]
     return pinned(SERVER_CORE, argv)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@asynccontextmanager
+async def redis_server(logs: Path) -> AsyncIterator[str]:
+    """A throwaway redis-server on a free port (with the load generator's core)."""
+    port = free_port()
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1"]
+    argv += ["--save", "", "--appendonly", "no"]
+    async with Process.run("redis", pinned(CLIENT_CORE, argv), logs / "redis.log"):
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(b"PING\r\n")
+                pong = await asyncio.wait_for(reader.readline(), 1)
+                writer.close()
+                if pong.startswith(b"+PONG"):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise BenchmarkError("redis-server did not answer within 10 s")
+            await asyncio.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}/0"
 
 
 def install_node_packages() -> None:
@@ -265,23 +308,32 @@ class Session:
     load: Process
     port: int
     feedback_port: int
+    # (d): the second server, which the broadcasts reach through Redis.
+    peer: Process | None = None
+    peer_port: int | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    async def connect(self, clients: int, rooms: int) -> None:
+    def cpu_seconds(self) -> float:
+        """The CPU time of the server, or of both servers of a cluster."""
+        peer = self.peer.cpu_seconds() if self.peer is not None else 0.0
+        return self.proc.cpu_seconds() + peer
+
+    async def connect(self, clients: int, rooms: int, *, peer: bool = False) -> None:
         p = self.profile
         self.load.send(
             {
                 "op": "connect",
                 "kind": self.server.client,
-                "url": self.url,
+                "url": f"http://127.0.0.1:{self.peer_port}" if peer else self.url,
                 "clients": clients,
                 "rooms": rooms,
                 "compression": self.compressed,
                 "concurrency": p.connect_concurrency,
                 "timeout": min(p.timeout, 30),
+                "group": 1 if peer else 0,
             }
         )
         reply = await self.load.receive(p.timeout)
@@ -313,7 +365,7 @@ class Session:
             }
         )
         await self.load.receive(p.timeout)
-        cpu = self.proc.cpu_seconds()
+        cpu = self.cpu_seconds()
         self.proc.send(
             {
                 "op": "fanout",
@@ -326,7 +378,7 @@ class Session:
         )
         done = await self.proc.receive(p.timeout + 10)
         report = await self.load.receive(p.timeout + 10)
-        cpu = self.proc.cpu_seconds() - cpu
+        cpu = self.cpu_seconds() - cpu
         if done["error"] or report["outcome"] != "ok" or report["disconnects"]:
             raise BenchmarkError(f"{self.server.name}: broadcasts failed: {done} {report}")
         return report, cpu
@@ -344,15 +396,23 @@ class Session:
             count=max(1, round(rate * p.latency_seconds)),
             rate=rate,
         )
-        return {
+        figures = {
             f"{prefix}_rate": report["deliveries"] / max(cpu, 1 / CLOCK_TICKS),
             f"{prefix}_p50": timed["latency"]["p50"],
             f"{prefix}_p99": timed["latency"]["p99"],
         }
+        if timed["remote"] is not None:
+            figures[f"{prefix}_remote_p99"] = timed["remote"]["p99"]
+        return figures
 
     async def fanout(self) -> dict[str, float]:
         p = self.profile
-        await self.connect(p.fanout_clients, 1)
+        if self.peer is None:
+            await self.connect(p.fanout_clients, 1)
+        else:
+            # (d): half the room on each server; the loop runs on the first one.
+            await self.connect(p.fanout_clients // 2, 1)
+            await self.connect(p.fanout_clients - p.fanout_clients // 2, 1, peer=True)
         try:
             return await self.throughput_and_latency(
                 "fanout", rooms=1, per_room=p.fanout_clients, count=p.fanout_count
@@ -402,20 +462,34 @@ async def measure(
 ) -> dict[str, float]:
     label = f"{server.name}-{'on' if compressed else 'off'}"
     load_argv = pinned(CLIENT_CORE, ["node", str(NODE_DIR / "load.mjs")])
-    async with (
-        Process.run(label, server_argv(server, compressed), logs / f"{label}.log") as proc,
-        Process.run(f"load for {label}", load_argv, logs / f"load-{label}.log") as load,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        redis = await stack.enter_async_context(redis_server(logs)) if server.cluster else None
+        argv = server_argv(server, compressed, redis)
+        proc = await stack.enter_async_context(Process.run(label, argv, logs / f"{label}.log"))
+        peer = None
+        if server.cluster:
+            peer_log = logs / f"{label}-peer.log"
+            peer = await stack.enter_async_context(Process.run(f"{label} peer", argv, peer_log))
+        load_log = logs / f"load-{label}.log"
+        load = await stack.enter_async_context(
+            Process.run(f"load for {label}", load_argv, load_log)
+        )
         ready = await proc.receive(30)
         if profile_dir is not None and not server.node:
             await start_profiler(proc, profile_dir / f"{label}.txt", logs)
         session = Session(
             profile, server, compressed, proc, load, ready["port"], ready["feedbackPort"]
         )
+        if peer is not None:
+            session.peer = peer
+            session.peer_port = (await peer.receive(30))["port"]
         figures: dict[str, float] = {}
         for scenario in scenarios:
+            if server.cluster and scenario != "fanout":
+                continue
             figures.update(await getattr(session, scenario)())
         return figures
+    raise AssertionError("unreachable")  # the stack does not swallow exceptions
 
 
 # --- the run ---------------------------------------------------------------------------
@@ -484,7 +558,8 @@ async def run(
     for rep in range(profile.repetitions):
         for mode, scenarios in plan(profile):
             # Interleaved: every server once per repetition, in a new order each time.
-            order = list(profile.servers)
+            # (d) is about the backplane: it runs with compression off only.
+            order = [s for s in profile.servers if mode == "off" or not SERVERS[s].cluster]
             rng.shuffle(order)
             for name in order:
                 t0 = time.monotonic()
@@ -724,6 +799,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.scenarios:
         profile = replace(profile, scenarios=tuple(args.scenarios))
 
+    if "chatrelay-websocket-redis" in profile.servers and not shutil.which("redis-server"):
+        print("no redis-server: scenario (d) is left out", file=sys.stderr)
+        servers = tuple(s for s in profile.servers if s != "chatrelay-websocket-redis")
+        profile = replace(profile, servers=servers)
     raise_fd_limit()
     install_node_packages()
     args.logs.mkdir(parents=True, exist_ok=True)

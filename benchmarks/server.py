@@ -67,11 +67,18 @@ def status_payload(room: str, seq: int, ts: float) -> dict[str, Any]:
 # --- the servers -----------------------------------------------------------------------
 
 
-def chatrelay_app(kind: str) -> tuple[Any, Emit]:
+def chatrelay_app(kind: str, redis: str | None = None) -> tuple[Any, Emit]:
     from starlette.applications import Starlette
     from starlette.routing import Mount
 
     from chatrelay import Relay
+    from chatrelay.abc import Backplane
+
+    backplane: Backplane | None = None
+    if redis is not None:
+        from chatrelay.backplanes.redis import RedisBackplane
+
+        backplane = RedisBackplane(redis)
 
     async def no_one(user_id: str) -> tuple[str, ...]:
         return ()
@@ -79,7 +86,7 @@ def chatrelay_app(kind: str) -> tuple[Any, Emit]:
     # By default every client hears of every other one coming online: with 10,000
     # clients connecting that is 10,000 x 10,000 events, which the bare servers do not
     # send. The benchmarks compare fan-out, so nobody is told (see docs/benchmarks.md).
-    relay = Relay(presence_audience=no_one)
+    relay = Relay(presence_audience=no_one, backplane=backplane)
 
     async def emit(room: str, seq: int, ts: float) -> None:
         await relay.message_status(
@@ -177,9 +184,11 @@ def starlette_app() -> tuple[Any, Emit]:
     return Starlette(routes=[WebSocketRoute("/ws", endpoint)]), emit
 
 
-def make_app(kind: str) -> tuple[Any, Emit]:
+def make_app(kind: str, redis: str | None = None) -> tuple[Any, Emit]:
     if kind.startswith("chatrelay-"):
-        return chatrelay_app(kind)
+        return chatrelay_app(kind, redis)
+    if redis is not None:
+        raise ValueError("only chatrelay's servers share a Redis")
     if kind == "socketio":
         return socketio_app()
     if kind == "starlette":
@@ -272,8 +281,8 @@ async def control(emit: Emit, feedback: Feedback, server: uvicorn.Server) -> Non
     server.should_exit = True
 
 
-async def serve(kind: str, *, compression: bool, ws: str) -> None:
-    app, emit = make_app(kind)
+async def serve(kind: str, *, compression: bool, ws: str, redis: str | None) -> None:
+    app, emit = make_app(kind, redis)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -316,11 +325,12 @@ def main() -> None:
     parser.add_argument("kind", choices=KINDS)
     parser.add_argument("--compression", action="store_true", help="per-message deflate on")
     parser.add_argument("--ws", default="websockets-sansio", help="uvicorn's WebSocket library")
+    parser.add_argument("--redis", help="a Redis URL: the relay's backplane (chatrelay only)")
     args = parser.parse_args()
     # 10,000 connections need as many descriptors: take the hard limit.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    asyncio.run(serve(args.kind, compression=args.compression, ws=args.ws))
+    asyncio.run(serve(args.kind, compression=args.compression, ws=args.ws, redis=args.redis))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ nothing here judges a figure, only that every figure is reported.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SERVERS = ["chatrelay-websocket", "starlette", "chatrelay-socketio", "socketio", "node-socketio"]
 FANOUT = ["fanout_rate", "fanout_p50", "fanout_p99"]
 ROOMS = ["rooms_rate", "rooms_p50", "rooms_p99", "idle_kib", "idle_cpu"]
+# (d): two chatrelay servers sharing a Redis that the harness starts, if it can.
+CLUSTER = "chatrelay-websocket-redis"
+HAS_REDIS = shutil.which("redis-server") is not None
 
 
 def test_the_harness_reports_every_figure_of_every_server(tmp_path: Path) -> None:
@@ -30,10 +34,12 @@ def test_the_harness_reports_every_figure_of_every_server(tmp_path: Path) -> Non
     medians = results["medians"]
     # Compression off: every scenario; on: the fan-out (the default plan).
     assert set(medians) == {"off", "on"}
+    assert set(medians["off"]) == set(SERVERS) | ({CLUSTER} if HAS_REDIS else set())
+    assert set(medians["on"]) == set(SERVERS)
     for mode, figures in (("off", FANOUT + ROOMS), ("on", FANOUT)):
-        assert set(medians[mode]) == set(SERVERS)
-        for server in SERVERS:
-            assert sorted(medians[mode][server]) == sorted(figures), (mode, server)
+        for server in medians[mode]:
+            expected = [*FANOUT, "fanout_remote_p99"] if server == CLUSTER else figures
+            assert sorted(medians[mode][server]) == sorted(expected), (mode, server)
             for value in medians[mode][server].values():
                 assert isinstance(value, int | float)
                 assert value >= 0
@@ -43,7 +49,7 @@ def test_the_harness_reports_every_figure_of_every_server(tmp_path: Path) -> Non
         "chatrelay-websocket / node-socketio",
         "chatrelay-socketio / socketio",
         "chatrelay-socketio / node-socketio",
-    }
+    } | ({f"{CLUSTER} / chatrelay-websocket"} if HAS_REDIS else set())
     assert "fanout_rate" in pairs["chatrelay-socketio / socketio"]
     assert results["targets"]["off"], "the targets are checked"
     assert results["environment"]["packages"]["npm:socket.io"]

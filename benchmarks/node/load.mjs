@@ -6,8 +6,10 @@
 //
 // Reads, one JSON object a line:
 //   {"op": "connect", "kind": "socketio"|"websocket", "url": ..., "clients": n,
-//    "rooms": r, "compression": bool, "concurrency": c, "timeout": s}
-//       opens n clients; client i joins conversation `c${i % r}` (acknowledged).
+//    "rooms": r, "compression": bool, "concurrency": c, "timeout": s, "group": g}
+//       opens n more clients; client i joins conversation `c${i % r}` (acknowledged).
+//       Latency is reported for all clients, and for those of group 1 apart (the
+//       clients of the second server, in the two-server scenario).
 //   {"op": "expect", "count": N, "rooms": r, "perRoom": m, "feedbackPort": F,
 //    "step": k, "timeout": s}
 //       counts `message:status` events: broadcast i goes to room i % r and is done when
@@ -32,7 +34,7 @@ let disconnects = 0;
 // --- receiving -------------------------------------------------------------------
 
 // `messageId` is "<seq>:<send time in ms>:<padding>" (see the servers' loops).
-function received(messageId) {
+function received(messageId, group) {
   const t = tracker;
   if (t === null) return;
   const at = now();
@@ -40,7 +42,8 @@ function received(messageId) {
   const seq = Number(messageId.slice(0, first));
   const ts = Number(messageId.slice(first + 1, messageId.indexOf(":", first + 1)));
   if (!(seq >= 0 && seq < t.count)) return;
-  if (t.samples < t.latency.length) t.latency[t.samples++] = at - ts;
+  const latency = t.latency[group];
+  if (t.samples[group] < latency.length) latency[t.samples[group]++] = at - ts;
   t.deliveries++;
   if (++t.counts[seq] !== t.perRoom) return;
   // Broadcasts complete mostly in order; advance over every one that is done.
@@ -57,7 +60,7 @@ function received(messageId) {
 
 const STATUS_MARK = '"messageId":"';
 
-function onFrame(data) {
+function onFrame(data, group) {
   // chatrelay's frames and the bare server's are {"event": …, "data": {…}}: find the
   // id without parsing the whole frame, so the client stays cheap.
   const text = data.toString();
@@ -65,7 +68,7 @@ function onFrame(data) {
   const at = text.indexOf(STATUS_MARK);
   if (at < 0) return;
   const start = at + STATUS_MARK.length;
-  received(text.slice(start, text.indexOf('"', start)));
+  received(text.slice(start, text.indexOf('"', start)), group);
 }
 
 // --- connecting ------------------------------------------------------------------
@@ -80,7 +83,7 @@ function connectSocketIO(config, userId, room) {
       timeout: config.timeout * 1000,
       perMessageDeflate: config.compression ? { threshold: 0 } : false,
     });
-    socket.on("message:status", (data) => received(data.messageId));
+    socket.on("message:status", (data) => received(data.messageId, config.group ?? 0));
     socket.on("disconnect", () => disconnects++);
     socket.on("connect_error", (err) => resolve({ socket, error: String(err.message ?? err) }));
     socket.on("connect", () => {
@@ -112,7 +115,7 @@ function connectWebSocket(config, userId, room) {
     });
     let joined = false;
     socket.on("message", (data) => {
-      if (joined) return onFrame(data);
+      if (joined) return onFrame(data, config.group ?? 0);
       const frame = JSON.parse(data.toString());
       if (frame.event === "ack" && frame.id === 1) {
         joined = true;
@@ -158,7 +161,15 @@ function finish(outcome) {
   if (t === null) return;
   tracker = null;
   clearTimeout(t.timer);
-  const sorted = t.latency.subarray(0, t.samples).sort();
+  const all = new Float64Array(t.samples[0] + t.samples[1]);
+  all.set(t.latency[0].subarray(0, t.samples[0]));
+  all.set(t.latency[1].subarray(0, t.samples[1]), t.samples[0]);
+  const summary = (sorted) => ({
+    p50: percentile(sorted, 0.5),
+    p90: percentile(sorted, 0.9),
+    p99: percentile(sorted, 0.99),
+    max: sorted.length ? sorted[sorted.length - 1] : null,
+  });
   print({
     type: "delivered",
     outcome,
@@ -167,12 +178,8 @@ function finish(outcome) {
     expected: t.count * t.perRoom,
     seconds: (now() - t.started) / 1000,
     disconnects,
-    latency: {
-      p50: percentile(sorted, 0.5),
-      p90: percentile(sorted, 0.9),
-      p99: percentile(sorted, 0.99),
-      max: sorted.length ? sorted[sorted.length - 1] : null,
-    },
+    latency: summary(all.sort()),
+    remote: t.samples[1] ? summary(t.latency[1].subarray(0, t.samples[1]).sort()) : null,
   });
   t.udp.close();
 }
@@ -183,8 +190,8 @@ function expect(config) {
     count: config.count,
     perRoom: config.perRoom,
     counts: new Int32Array(config.count),
-    latency: new Float64Array(Math.min(config.count * config.perRoom, 2_000_000)),
-    samples: 0,
+    latency: [0, 1].map(() => new Float64Array(Math.min(config.count * config.perRoom, 2_000_000))),
+    samples: [0, 0],
     deliveries: 0,
     done: -1,
     sent: -1,
