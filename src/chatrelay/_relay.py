@@ -531,7 +531,8 @@ class Relay:
         Args:
             message: The stored message.
             sender: Who sent it, as shown to readers; defaults to its ``sender_id``.
-            exclude: A connection not to send it to (the one that caused it).
+            exclude: A connection not to send it to (the one that caused it); nor the
+                ``typing:stop`` that ending the sender's episode sends.
 
         Raises:
             BackplaneError: If the event is larger than the backplane accepts; nothing
