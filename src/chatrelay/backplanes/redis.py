@@ -10,8 +10,8 @@ While Redis is unreachable, publishing does not wait and does not fail: entries 
 in a bounded buffer and are sent in order when Redis is back. Every entry carries the
 publishing node's sequence number, so a reader delivers each one once even when it is
 sent twice; a gap in the numbers is reported as a
-:class:`~chatrelay.abc.BackplaneGap`, never dropped silently. See
-:doc:`/topics/delivery` for what is promised.
+:class:`~chatrelay.abc.BackplaneGap`, never dropped silently. The documentation's
+topic "Delivery guarantees and presence across servers" says what is promised.
 
 ``redis.asyncio`` runs on asyncio only: :meth:`RedisBackplane.start` raises
 :class:`RuntimeError` under trio.
