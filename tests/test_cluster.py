@@ -275,12 +275,12 @@ async def test_a_node_that_leaves_without_grace_takes_its_users_offline_at_once(
 async def test_a_silent_node_has_its_users_go_offline_and_back_online() -> None:
     bus = MemoryBus()
     silent = SilentBackplane(bus)
-    slow_typing = RelayConfig(
+    config = RelayConfig(
         presence_grace=0.05, typing_timeout=60, heartbeat_interval=0.05, node_timeout=0.2
     )
     async with (
-        Relay(config=slow_typing, backplane=silent) as a,
-        Relay(config=slow_typing, backplane=bus.backplane()) as b,
+        Relay(config=config, backplane=silent) as a,
+        Relay(config=config, backplane=bus.backplane()) as b,
         MemoryTransport(a).connect("alice") as alice,
         MemoryTransport(b).connect("bob") as bob,
     ):
@@ -295,7 +295,7 @@ async def test_a_silent_node_has_its_users_go_offline_and_back_online() -> None:
         silent.silent = True
         died = anyio.current_time()
         offline = await bob.receive("user:offline", timeout=WAIT)
-        assert anyio.current_time() - died >= CLUSTER.node_timeout - CLUSTER.heartbeat_interval
+        assert anyio.current_time() - died >= config.node_timeout - config.heartbeat_interval
         assert offline.data["userId"] == "alice"
         # A typing:stop is never lost because a server vanished.
         stop = await bob.receive("typing:stop", timeout=WAIT)

@@ -817,9 +817,9 @@ async def test_connection_cancelled_while_announcing_is_forgotten() -> None:
     entered = anyio.Event()
 
     async def audience(user: str) -> Collection[str]:
-        if user == "alice":
+        if user == "alice" and not entered.is_set():
             entered.set()
-            await anyio.sleep_forever()
+            await anyio.sleep_forever()  # a hook that hangs, until the connect is cancelled
         return ()
 
     async with Relay(config=FAST, presence_audience=audience) as relay:
