@@ -411,10 +411,11 @@ class RecordingBackplane(MemoryBackplane):
 async def test_nodes_first_heard_in_a_room_event_a_snapshot_or_a_goodbye() -> None:
     bus = MemoryBus()
     recording = RecordingBackplane(bus)
+    other = bus.backplane()  # a running node's backplane, to publish as other nodes would
     ghost = NodeId("ghost")
     async with (
         Relay(config=CLUSTER, backplane=recording) as relay,
-        Relay(config=CLUSTER, backplane=bus.backplane()) as other,
+        Relay(config=CLUSTER, backplane=other),
         MemoryTransport(relay).connect("bob") as bob,
     ):
         await wait_until(lambda: relay.statistics().nodes == 1)
@@ -426,17 +427,17 @@ async def test_nodes_first_heard_in_a_room_event_a_snapshot_or_a_goodbye() -> No
             '"updatedAt":"2026-01-01T00:00:00.000Z"}}'
         )
         room = encode_envelope(NodeId("poltergeist"), "room", status)
-        await other._backplane.publish("chatrelay:room:c1", room)
+        await other.publish("chatrelay:room:c1", room)
         event = await bob.receive("message:status", timeout=WAIT)
         assert event.data["messageId"] == "m1"
         assert relay.statistics().nodes == 2
         # A snapshot from a node not heard before: nothing more to ask it.
         state = '{"online":["casper"],"members":{"c1":["casper"]},"typing":{}}'
-        await other._backplane.publish(CONTROL_TOPIC, encode_envelope(ghost, "state", state))
+        await other.publish(CONTROL_TOPIC, encode_envelope(ghost, "state", state))
         await presence_event(bob, "user:online", "casper")
         assert relay.members("c1") == {"bob", "casper"}
         # And a goodbye from it: its users go offline after the grace period.
-        await other._backplane.publish(CONTROL_TOPIC, encode_envelope(ghost, "bye", "{}"))
+        await other.publish(CONTROL_TOPIC, encode_envelope(ghost, "bye", "{}"))
         await offline_of(bob, "casper")
         assert relay.statistics().nodes == 2
         assert not [p for p in recording.published if b'"target":"ghost"' in p]
