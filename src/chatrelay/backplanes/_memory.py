@@ -146,6 +146,8 @@ class MemoryBackplane(Backplane):
 
     async def messages(self) -> AsyncIterator[BackplaneEvent]:
         """Iterate over delivered messages until closed."""
+        if self._closed and not self._iterating:
+            return  # closed before anyone listened: aclose() closed the stream already
         self._iterating = True
         async with self._receive:
             async for message in self._receive:
