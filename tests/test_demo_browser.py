@@ -99,4 +99,4 @@ async def test_alice_and_bob_chat_in_the_browser(browser: Browser) -> None:
         shots = os.environ.get("CHATRELAY_SCREENSHOTS")
         if shots:  # docs/images/demo.png is made this way
             await alice.screenshot(path=str(Path(shots) / "demo.png"))
-        assert demo.service.messages_of("c1")[0].status.value == "read"
+        assert (await demo.service.messages_of("c1"))[0].status.value == "read"

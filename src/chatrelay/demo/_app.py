@@ -16,12 +16,14 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from .._auth import Authenticator
+from .._backplane import Backplane
 from .._config import RelayConfig
 from .._relay import Relay
 from ..adapters.socketio import SocketIOAdapter
 from ..adapters.starlette import WebSocketAdapter
 from ._rest import rest_routes
 from ._service import DemoService
+from ._store import DemoStore
 
 __all__ = ["DemoApp", "create_app"]
 
@@ -48,10 +50,13 @@ class DemoApp:
     websocket: WebSocketAdapter
 
 
-def _seed(service: DemoService) -> None:
-    service.create_conversation(["alice", "bob"])
-    service.create_conversation(["alice", "bob", "carol"], name="Lunch crew")
-    service.create_conversation(["bob", "carol"])
+def _redis(url: str, prefix: str) -> tuple[DemoStore, Backplane]:
+    """The store and the backplane of one server in a cluster on the Redis at ``url``."""
+    from ..backplanes.redis import RedisBackplane
+    from ._redis_store import RedisStore
+
+    store = RedisStore(url, prefix=f"{prefix}chatrelay-demo:")
+    return store, RedisBackplane(url, prefix=prefix)
 
 
 def create_app(
@@ -61,6 +66,8 @@ def create_app(
     allowed_origins: Sequence[str] | None = None,
     config: RelayConfig | None = None,
     seed: bool = True,
+    redis_url: str | None = None,
+    redis_prefix: str = "",
 ) -> DemoApp:
     """Assemble the demo.
 
@@ -70,17 +77,22 @@ def create_app(
         jwt_secret: The HS256 secret for ``auth="jwt"``.
         allowed_origins: Web origins allowed to connect; by default any.
         config: Relay settings.
-        seed: Create the demo users' conversations.
+        seed: Create the demo users' conversations when the app starts (once per
+            store: with Redis, the first server to start does it).
+        redis_url: Make this server one of several: they share conversations,
+            messages and events through the Redis at this URL (needs the ``redis``
+            extra). In memory, alone, if ``None``.
+        redis_prefix: Put in front of every Redis key (the data's and the relay's).
 
     Returns:
         The assembled demo.
 
     Raises:
-        ValueError: If ``auth="jwt"`` has no ``jwt_secret``.
+        ValueError: If ``auth="jwt"`` has no ``jwt_secret``, or ``redis_url`` is
+            malformed.
     """
-    service = DemoService()
-    if seed:
-        _seed(service)
+    store, backplane = _redis(redis_url, redis_prefix) if redis_url is not None else (None, None)
+    service = DemoService(store=store)
     authenticator: Authenticator | None = None
     if auth == "jwt":
         if not jwt_secret:
@@ -96,6 +108,7 @@ def create_app(
         authenticator=authenticator,
         authorize_join=service.authorize_join,
         on_delivered=service.on_delivered,
+        backplane=backplane,
     )
     service.attach(relay)
     origins = list(allowed_origins) if allowed_origins else None
@@ -108,9 +121,15 @@ def create_app(
 
     async def healthz(request: Request) -> JSONResponse:
         stats = relay.statistics()
-        return JSONResponse(
-            {"status": "ok", "node": stats.node_id, "connections": stats.connections}
-        )
+        body = {
+            "status": "ok" if stats.healthy else "degraded",
+            "node": stats.node_id,
+            "connections": stats.connections,
+            "nodes": stats.nodes,
+            "backplane": {"kind": "local" if backplane is None else "redis"}
+            | attrs.asdict(stats.backplane),
+        }
+        return JSONResponse(body, status_code=200 if stats.healthy else 503)
 
     async def demo_config(request: Request) -> JSONResponse:
         return JSONResponse({"auth": auth})
@@ -153,6 +172,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(service.store)
+            if seed:
+                await service.seed()
             await stack.enter_async_context(relay)
             await stack.enter_async_context(socketio)
             yield

@@ -11,7 +11,9 @@ from starlette.routing import Route
 
 from .. import codec
 from ..events import Message
-from ._service import Conversation, DemoError, DemoService
+from ._models import Conversation, DemoError
+from ._service import DemoService
+from ._store import StoreUnavailable
 
 __all__ = ["rest_routes"]
 
@@ -62,14 +64,15 @@ def rest_routes(service: DemoService) -> list[Route]:
         participants = _required(body, "participantIds")
         if not all(isinstance(p, str) for p in participants):
             raise DemoError(400, "invalid_payload", "participantIds must be strings")
-        conversation = service.create_conversation(participants, body.get("name"))
+        conversation = await service.create_conversation(participants, body.get("name"))
         return JSONResponse(_conversation(conversation), status_code=201)
 
     async def list_conversations(request: Request) -> JSONResponse:
         user_id = request.query_params.get("userId")
         if not user_id:
             raise DemoError(400, "invalid_payload", "the userId query parameter is required")
-        return JSONResponse([_conversation(c) for c in service.conversations_of(user_id)])
+        conversations = await service.conversations_of(user_id)
+        return JSONResponse([_conversation(c) for c in conversations])
 
     async def post_message(request: Request) -> JSONResponse:
         body = await _body(request, {"senderId": str, "type": str, "content": dict})
@@ -84,7 +87,8 @@ def rest_routes(service: DemoService) -> list[Route]:
         return JSONResponse(_message(message), status_code=201)
 
     async def list_messages(request: Request) -> JSONResponse:
-        return JSONResponse([_message(m) for m in service.messages_of(request.path_params["id"])])
+        messages = await service.messages_of(request.path_params["id"])
+        return JSONResponse([_message(m) for m in messages])
 
     async def patch_status(request: Request) -> JSONResponse:
         body = await _body(request, {"status": str, "userId": str})
@@ -110,6 +114,8 @@ def rest_routes(service: DemoService) -> list[Route]:
                 response: JSONResponse = await endpoint(request)
             except DemoError as exc:
                 return _error(exc.status, exc.code, exc.message)
+            except StoreUnavailable as exc:
+                return _error(503, "unavailable", str(exc))
             return response
 
         return run

@@ -1,72 +1,57 @@
-"""The demo's backend: users, conversations and messages in memory.
+"""The demo's backend: the rules about users, conversations and messages.
 
-The service layer calls the relay's emitter after storing data, as a real backend
-(the NestJS services chatrelay replaces, for example) would.
+The service layer stores data, then calls the relay's emitter, as a real backend
+(the NestJS services chatrelay replaces, for example) would. Where the data is kept
+is a :class:`~chatrelay.demo.DemoStore`'s business: in memory by default, in Redis
+when several demo servers share it. The rules are the same for both, and live here.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-
-import attrs
+from typing import Final
 
 from .._auth import Identity
 from .._connection import Delivery
 from .._relay import Relay
 from ..events import Message, MessageStatus, Sender, is_forward
+from ._models import Conversation, DemoError, User
+from ._store import DemoStore, Draft, MemoryStore
 
-__all__ = ["Conversation", "DemoError", "DemoService", "User"]
+__all__ = ["SEED_CONVERSATIONS", "SEED_USERS", "DemoService"]
 
-
-@attrs.frozen(kw_only=True)
-class User:
-    """A user of the demo."""
-
-    id: str
-    name: str
-
-
-@attrs.frozen(kw_only=True)
-class Conversation:
-    """A conversation between participants."""
-
-    id: str
-    participant_ids: tuple[str, ...]
-    name: str | None = None
-
-
-class DemoError(Exception):
-    """A request the service refuses; maps to an HTTP error ``{status, code, message}``."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
-SEED_USERS = (
+SEED_USERS: Final = (
     User(id="alice", name="Alice"),
     User(id="bob", name="Bob"),
     User(id="carol", name="Carol"),
 )
+SEED_CONVERSATIONS: Final[tuple[Draft, ...]] = (
+    (("alice", "bob"), None),
+    (("alice", "bob", "carol"), "Lunch crew"),
+    (("bob", "carol"), None),
+)
+"""The conversations a new demo starts with: participants and name."""
+
+# A status can change at most len(MessageStatus) - 1 times, so a status update that
+# keeps losing races to other servers ends after this many reads.
+_ATTEMPTS: Final = len(MessageStatus)
 
 
 class DemoService:
-    """Conversations and messages in memory, with real-time events through a relay.
+    """Conversations and messages, with real-time events through a relay.
 
     The relay is attached after construction (:meth:`attach`), because the relay's
     hooks are this service's methods.
+
+    Args:
+        users: The users of the demo (the same on every server).
+        store: Where conversations and messages are kept; in memory by default.
     """
 
-    def __init__(self, users: Iterable[User] = SEED_USERS) -> None:
+    def __init__(self, users: Iterable[User] = SEED_USERS, store: DemoStore | None = None) -> None:
         self.users = {user.id: user for user in users}
-        self.conversations: dict[str, Conversation] = {}
-        self.messages: dict[str, Message] = {}
-        self._by_conversation: dict[str, list[str]] = {}
-        self._ids = itertools.count(1)
+        self.store: DemoStore = store if store is not None else MemoryStore()
         self._relay: Relay | None = None
 
     def attach(self, relay: Relay) -> None:
@@ -80,32 +65,38 @@ class DemoService:
             raise RuntimeError("attach a relay first")
         return self._relay
 
+    async def seed(self, drafts: Sequence[Draft] = SEED_CONVERSATIONS) -> list[Conversation]:
+        """Create the demo's first conversations, unless a server sharing the store did.
+
+        Returns:
+            The conversations this call created.
+        """
+        for participant_ids, _ in drafts:
+            self._check_participants(participant_ids)
+        return await self.store.seed(drafts)
+
     # --- conversations -------------------------------------------------------------
 
-    def create_conversation(
+    async def create_conversation(
         self, participant_ids: Iterable[str], name: str | None = None
     ) -> Conversation:
         """Create a conversation between known users (at least two, no repeats)."""
         participants = tuple(participant_ids)
-        if len(participants) < 2 or len(set(participants)) != len(participants):
-            raise DemoError(400, "invalid_payload", "a conversation needs two or more users")
-        for user_id in participants:
-            self._user(user_id)
+        self._check_participants(participants)
         conversation = Conversation(
-            id=f"c{next(self._ids)}", participant_ids=participants, name=name
+            id=await self.store.new_id("c"), participant_ids=participants, name=name
         )
-        self.conversations[conversation.id] = conversation
-        self._by_conversation[conversation.id] = []
+        await self.store.add_conversation(conversation)
         return conversation
 
-    def conversations_of(self, user_id: str) -> list[Conversation]:
+    async def conversations_of(self, user_id: str) -> list[Conversation]:
         """The conversations ``user_id`` takes part in, oldest first."""
         self._user(user_id)
-        return [c for c in self.conversations.values() if user_id in c.participant_ids]
+        return [c for c in await self.store.conversations() if user_id in c.participant_ids]
 
-    def conversation(self, conversation_id: str) -> Conversation:
+    async def conversation(self, conversation_id: str) -> Conversation:
         """A conversation by id, or a 404 :class:`DemoError`."""
-        conversation = self.conversations.get(conversation_id)
+        conversation = await self.store.conversation(conversation_id)
         if conversation is None:
             raise DemoError(404, "not_found", f"no conversation {conversation_id!r}")
         return conversation
@@ -115,14 +106,14 @@ class DemoService:
     # --8<-- [start:send]
     async def send_message(self, conversation_id: str, sender_id: str, text: str) -> Message:
         """Store a text message, then emit ``message:received`` to the room."""
-        conversation = self.conversation(conversation_id)
+        conversation = await self.conversation(conversation_id)
         sender = self._user(sender_id)
         if sender_id not in conversation.participant_ids:
             raise DemoError(403, "forbidden", f"{sender_id!r} is not in this conversation")
         if not text.strip():
             raise DemoError(400, "invalid_payload", "a message needs some text")
         message = Message(
-            id=f"m{next(self._ids)}",
+            id=await self.store.new_id("m"),
             conversation_id=conversation_id,
             sender_id=sender_id,
             type="text",
@@ -130,51 +121,58 @@ class DemoService:
             status=MessageStatus.SENT,
             created_at=datetime.now(UTC),
         )
-        self.messages[message.id] = message
-        self._by_conversation[conversation_id].append(message.id)
+        await self.store.add_message(message)
         await self.relay.message_received(message, sender=Sender(id=sender.id, name=sender.name))
         return message
 
     # --8<-- [end:send]
 
-    def messages_of(self, conversation_id: str) -> list[Message]:
+    async def messages_of(self, conversation_id: str) -> list[Message]:
         """The messages of a conversation, oldest first."""
-        self.conversation(conversation_id)
-        return [self.messages[m] for m in self._by_conversation[conversation_id]]
+        await self.conversation(conversation_id)
+        return await self.store.messages(conversation_id)
 
     # --8<-- [start:status]
     async def update_status(self, message_id: str, status: str, user_id: str) -> Message:
         """Move a message forward to ``status`` for ``user_id``; backward moves are 409."""
-        message = self.messages.get(message_id)
-        if message is None:
-            raise DemoError(404, "not_found", f"no message {message_id!r}")
+        message = await self._message(message_id)
         try:
             new = MessageStatus(status)
         except ValueError:
             raise DemoError(400, "invalid_payload", f"unknown status {status!r}") from None
-        conversation = self.conversation(message.conversation_id)
+        conversation = await self.conversation(message.conversation_id)
         self._user(user_id)
         if user_id not in conversation.participant_ids or user_id == message.sender_id:
             raise DemoError(403, "forbidden", "only a recipient can change a message's status")
-        if not is_forward(message.status, new):
-            raise DemoError(
-                409, "conflict", f"status cannot go from {message.status.value} to {new.value}"
-            )
-        message = attrs.evolve(message, status=new)
-        self.messages[message_id] = message
-        await self.relay.message_status(message.conversation_id, message.id, new, user_id=user_id)
-        return message
+        for _ in range(_ATTEMPTS):
+            if not is_forward(message.status, new):
+                raise DemoError(
+                    409, "conflict", f"status cannot go from {message.status.value} to {new.value}"
+                )
+            # Compare and set: another server may have moved it since we read it.
+            updated = await self.store.set_status(message_id, message.status, new)
+            if updated is not None:
+                await self.relay.message_status(
+                    updated.conversation_id, updated.id, new, user_id=user_id
+                )
+                return updated
+            message = await self._message(message_id)
+        raise DemoError(409, "conflict", "the status keeps changing; try again")
 
     async def mark_read(self, conversation_id: str, user_id: str) -> list[Message]:
         """Mark every unread message from others as read; one ``message:status`` each."""
-        conversation = self.conversation(conversation_id)
+        conversation = await self.conversation(conversation_id)
         self._user(user_id)
         if user_id not in conversation.participant_ids:
             raise DemoError(403, "forbidden", f"{user_id!r} is not in this conversation")
         updated = []
-        for message in self.messages_of(conversation_id):
+        for message in await self.store.messages(conversation_id):
             if message.sender_id != user_id and message.status is not MessageStatus.READ:
-                updated.append(await self.update_status(message.id, "read", user_id))
+                try:
+                    updated.append(await self.update_status(message.id, "read", user_id))
+                except DemoError as exc:
+                    if exc.status != 409:
+                        raise  # 409: read meanwhile, on another tab or server
         return updated
 
     # --8<-- [end:status]
@@ -184,27 +182,43 @@ class DemoService:
     # --8<-- [start:hooks]
     async def authorize_join(self, identity: Identity, conversation_id: str) -> bool:
         """Only a conversation's participants may join its room."""
-        conversation = self.conversations.get(conversation_id)
+        conversation = await self.store.conversation(conversation_id)
         return conversation is not None and identity.user_id in conversation.participant_ids
 
     async def on_delivered(self, delivery: Delivery) -> None:
         """A recipient's client acknowledged a message: mark it delivered."""
-        message = self.messages.get(delivery.message_id)
+        message = await self.store.message(delivery.message_id)
         if message is not None and is_forward(message.status, MessageStatus.DELIVERED):
-            await self.update_status(message.id, "delivered", delivery.user_id)
+            try:
+                await self.update_status(message.id, "delivered", delivery.user_id)
+            except DemoError as exc:
+                if exc.status != 409:
+                    raise  # 409: another tab or server got there first
 
     async def presence_audience(self, user_id: str) -> list[str]:
         """Everyone who shares a conversation with ``user_id``."""
         return sorted(
             {
                 p
-                for c in self.conversations.values()
+                for c in await self.store.conversations()
                 if user_id in c.participant_ids
                 for p in c.participant_ids
             }
         )
 
     # --8<-- [end:hooks]
+
+    async def _message(self, message_id: str) -> Message:
+        message = await self.store.message(message_id)
+        if message is None:
+            raise DemoError(404, "not_found", f"no message {message_id!r}")
+        return message
+
+    def _check_participants(self, participants: Sequence[str]) -> None:
+        if len(participants) < 2 or len(set(participants)) != len(participants):
+            raise DemoError(400, "invalid_payload", "a conversation needs two or more users")
+        for user_id in participants:
+            self._user(user_id)
 
     def _user(self, user_id: str) -> User:
         user = self.users.get(user_id)
