@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from chatrelay import __version__
+from redis_support import redis_server
 from ws_support import ws_client
 
 pytestmark = pytest.mark.anyio
@@ -82,6 +83,7 @@ def test_help_documents_every_option() -> None:
         "--auth",
         "--jwt-secret",
         "--allowed-origins",
+        "--redis-url",
         "--log-level",
     ):
         assert option in result.stdout
@@ -97,6 +99,9 @@ def test_help_documents_every_option() -> None:
         (("demo", "--auth", "jwt", "--jwt-secret", "short"), "too weak for HS256"),
         (("demo", "--allowed-origins", "example.com"), "origin"),
         (("demo", "--log-level", "loud"), "invalid choice: 'loud'"),
+        (("demo", "--redis-url", "http://127.0.0.1:6379/0"), "--redis-url: invalid Redis URL"),
+        (("demo", "--redis-url", "redis://:pw@127.0.0.1:x/0"), "redis://:***@127.0.0.1:x/0"),
+        (("demo", "--redis-url", "redis://127.0.0.1:6379/zero"), "database must be a number"),
         (("no-such-command",), "invalid choice: 'no-such-command'"),
         ((), "the following arguments are required: COMMAND"),
     ],
@@ -105,6 +110,14 @@ def test_bad_options_exit_with_status_2(args: tuple[str, ...], message: str) -> 
     result = run(*args)
     assert result.returncode == 2
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_redis_exits_with_status_1() -> None:
+    result = run("demo", "--redis-url", f"redis://:secret@127.0.0.1:{free_port()}/0")
+    assert result.returncode == 1
+    assert "cannot reach Redis at redis://127.0.0.1:" in result.stderr
+    assert "secret" not in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -152,3 +165,40 @@ async def test_jwt_mode_refuses_query_identity_and_accepts_tokens() -> None:
         assert process.returncode == 0
         assert token not in stderr
         assert json.dumps(token) not in stderr
+
+
+async def test_two_demo_servers_on_one_redis_serve_one_chat() -> None:
+    message = {"senderId": "bob", "type": "text", "content": {"text": "Hi from B"}}
+    with (
+        redis_server() as redis,
+        demo_process("--redis-url", redis.url) as (node_a, address_a),
+        demo_process("--redis-url", redis.url) as (node_b, address_b),
+    ):
+        await wait_healthy(address_a)
+        await wait_healthy(address_b)
+        async with (
+            httpx.AsyncClient(timeout=5) as api,
+            ws_client(f"ws://{address_a}/ws?userId=alice") as alice,
+        ):
+            reply = await alice.request("conversation:join", {"conversationId": "c1"})
+            assert reply["ok"] is True
+            posted = await api.post(
+                f"http://{address_b}/api/conversations/c1/messages", json=message
+            )
+            assert posted.status_code == 201, posted.text
+            received = await alice.receive("message:received")
+            assert received["data"]["message"] == posted.json()
+            listed = await api.get(f"http://{address_a}/api/conversations/c1/messages")
+            assert listed.json() == [posted.json()]
+            # Seeded once: the second server did not add its own copies.
+            mine = await api.get(f"http://{address_a}/api/conversations?userId=alice")
+            assert [c["id"] for c in mine.json()] == ["c1", "c2"]
+            health = (await api.get(f"http://{address_b}/healthz")).json()
+            assert (health["status"], health["backplane"]["kind"]) == ("ok", "redis")
+        for node in (node_a, node_b):
+            node.send_signal(signal.SIGINT)
+        for node in (node_a, node_b):
+            _, stderr = node.communicate(timeout=20)
+            assert node.returncode == 0, stderr
+            assert "Traceback" not in stderr
+            assert "Application shutdown complete" in stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import sys
@@ -27,7 +28,9 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Serve the demo chat: a web page at / (open /?user=alice and /?user=bob in"
             " two tabs), a REST API under /api, Socket.IO at /socket.io/ (namespace"
-            " /messages) and WebSocket at /ws, all on one port, in memory."
+            " /messages) and WebSocket at /ws, all on one port. In memory by default;"
+            " with --redis-url, one server of several that share conversations, messages"
+            " and real-time events."
         ),
     )
     demo.add_argument("--host", default="127.0.0.1", help="interface to listen on (%(default)s)")
@@ -46,9 +49,35 @@ def _parser() -> argparse.ArgumentParser:
         help="web origins whose pages may connect, as scheme://host[:port] (default: any)",
     )
     demo.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help=(
+            "keep the data in Redis and relay events through it, so that every demo"
+            " started with the same URL serves the same chat, such as"
+            " redis://127.0.0.1:6379/0 (needs the redis extra)"
+        ),
+    )
+    demo.add_argument(
         "--log-level", choices=_LOG_LEVELS, default="info", help="log level (%(default)s)"
     )
     return parser
+
+
+def _check_redis(parser: argparse.ArgumentParser, url: str) -> None:
+    """Exit with a message if ``url`` is malformed (2) or Redis does not answer (1)."""
+    try:
+        from .demo._redis_store import check_redis
+        from .demo._store import StoreUnavailable
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        parser.exit(
+            2, f"--redis-url needs the redis extra: pip install 'chatrelay[demo,redis]' ({exc})\n"
+        )
+    try:
+        asyncio.run(check_redis(url))
+    except ValueError as exc:
+        parser.error(f"--redis-url: {exc}")
+    except StoreUnavailable as exc:
+        parser.exit(1, f"chatrelay demo: {exc}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -70,10 +99,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.exit(
             2, f"chatrelay demo needs the demo extra: pip install 'chatrelay[demo]' ({exc})\n"
         )
+    if args.redis_url is not None:
+        _check_redis(parser, args.redis_url)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         demo = create_app(
-            auth=args.auth, jwt_secret=args.jwt_secret, allowed_origins=args.allowed_origins
+            auth=args.auth,
+            jwt_secret=args.jwt_secret,
+            allowed_origins=args.allowed_origins,
+            redis_url=args.redis_url,
         )
     except ValueError as exc:  # a weak --jwt-secret, a malformed --allowed-origins
         parser.error(str(exc))
