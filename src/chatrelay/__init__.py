@@ -1,7 +1,7 @@
 """chatrelay: the real-time layer of a chat backend.
 
 Rooms, presence, typing indicators and message events, over Socket.IO, WebSockets or
-an in-memory transport, on asyncio or trio. Start with :class:`Relay`.
+an in-memory transport, on asyncio or trio. Start with `Relay`.
 """
 
 from ._auth import Authenticator as Authenticator

@@ -1,6 +1,6 @@
 """Authentication: who is on the other end of a connection.
 
-Identity always comes from an :class:`Authenticator`, never from a request payload.
+Identity always comes from an `Authenticator`, never from a request payload.
 """
 
 from __future__ import annotations
@@ -54,9 +54,9 @@ class Identity:
 
 
 class Authenticator(ABC):
-    """Turns the credentials of a connecting client into an :class:`Identity`.
+    """Turns the credentials of a connecting client into an `Identity`.
 
-    Subclass it to plug in your own scheme; implement :meth:`authenticate`.
+    Subclass it to plug in your own scheme; implement `authenticate`.
     """
 
     development: ClassVar[bool] = False

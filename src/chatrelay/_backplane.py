@@ -1,13 +1,13 @@
 """The backplane port: how relay nodes reach each other, and the envelope they exchange.
 
 A backplane is topic-based publish/subscribe of opaque bytes. The relay decides what
-goes in them: a versioned JSON :class:`Envelope` naming the node that sent it. The
-in-process implementations live in :mod:`chatrelay.backplanes`; the Redis one in
-:mod:`chatrelay.backplanes.redis`.
+goes in them: a versioned JSON `Envelope` naming the node that sent it. The
+in-process implementations live in `chatrelay.backplanes`; the Redis one in
+`chatrelay.backplanes.redis`.
 
 Besides messages, a backplane tells its consumer what it could not deliver
-(:class:`BackplaneGap`) and when it lost or regained its connection
-(:class:`BackplaneHealth`), so that nothing is lost silently.
+(`BackplaneGap`) and when it lost or regained its connection
+(`BackplaneHealth`), so that nothing is lost silently.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class BackplaneHealth:
 
 
 BackplaneEvent = BackplaneMessage | BackplaneGap | BackplaneHealth
-"""What :meth:`Backplane.messages` yields."""
+"""What `Backplane.messages` yields."""
 
 
 @attrs.frozen(kw_only=True)
@@ -103,8 +103,8 @@ class BackplaneStatistics:
 
     Attributes:
         healthy: Whether the backplane is connected (always ``True`` in one process).
-        published: Payloads accepted by :meth:`Backplane.publish`.
-        delivered: Messages yielded by :meth:`Backplane.messages`.
+        published: Payloads accepted by `Backplane.publish`.
+        delivered: Messages yielded by `Backplane.messages`.
         buffered: Payloads waiting to be sent (while the connection is down).
         dropped: Payloads this node published but never sent: its buffer was full.
         lost: Messages from other nodes known to be lost (at least this many).
@@ -127,7 +127,7 @@ class Envelope:
     """What relay nodes publish to each other.
 
     Attributes:
-        version: The envelope format version (:data:`ENVELOPE_VERSION`).
+        version: The envelope format version (`ENVELOPE_VERSION`).
         node: The node that published it.
         kind: What it carries, such as ``"room"`` or ``"presence"``.
         body: The JSON object it carries.
@@ -173,18 +173,18 @@ class Backplane(ABC):
     Implementations deliver each payload published on a topic to every node subscribed
     to it (the publisher included, if it subscribed), once and in publish order per
     publisher and topic. What they cannot deliver they report as a
-    :class:`BackplaneGap`, never silently. A payload larger than
-    :attr:`max_payload_bytes` is refused with :class:`~chatrelay.BackplaneError`
+    `BackplaneGap`, never silently. A payload larger than
+    `max_payload_bytes` is refused with `BackplaneError`
     before anything is sent. Use it as an async context manager, or call
-    :meth:`start` and :meth:`aclose` (from the same task: a backplane may run
+    `start` and `aclose` (from the same task: a backplane may run
     background tasks between the two).
 
-    :func:`chatrelay.testing.check_backplane` checks an implementation against this
+    `chatrelay.testing.check_backplane` checks an implementation against this
     contract.
 
     Attributes:
         node_id: This node's id, unique per process start.
-        max_payload_bytes: The largest payload :meth:`publish` accepts.
+        max_payload_bytes: The largest payload `publish` accepts.
     """
 
     shared: ClassVar[bool] = True
@@ -199,7 +199,7 @@ class Backplane(ABC):
 
     @abstractmethod
     async def aclose(self) -> None:
-        """Disconnect; :meth:`messages` ends."""
+        """Disconnect; `messages` ends."""
 
     @abstractmethod
     async def publish(self, topic: str, payload: bytes) -> None:
@@ -221,8 +221,8 @@ class Backplane(ABC):
     def messages(self) -> AsyncIterator[BackplaneEvent]:
         """Iterate over delivered messages until the backplane closes.
 
-        Besides :class:`BackplaneMessage` s, it may yield a :class:`BackplaneGap`
-        (messages were lost on a topic) and :class:`BackplaneHealth` (the connection
+        Besides `BackplaneMessage` s, it may yield a `BackplaneGap`
+        (messages were lost on a topic) and `BackplaneHealth` (the connection
         went down or came back). Consumers ignore what they do not know.
         """
 

@@ -1,7 +1,7 @@
 """What this node knows of the other nodes of a cluster (sans-I/O).
 
 Each relay node publishes its own state changes (users online, room members, typing)
-over the backplane; every other node feeds them into a :class:`ClusterView`. The view
+over the backplane; every other node feeds them into a `ClusterView`. The view
 answers "is this user online anywhere else?", "who else is in this room?", and tells
 when a node stopped sending heartbeats, so that its users go offline elsewhere.
 """
@@ -139,13 +139,13 @@ class ClusterView:
 
     @property
     def suspended(self) -> bool:
-        """Whether silent nodes are not counted as dead now (see :meth:`suspend`)."""
+        """Whether silent nodes are not counted as dead now (see `suspend`)."""
         return self._suspended
 
     def expire(self, now: float) -> tuple[list[tuple[NodeId, NodeState]], set[UserId]]:
         """Drop nodes silent for longer than the timeout, and end goodbye grace periods.
 
-        Nodes are not counted dead while :meth:`suspend` ed.
+        Nodes are not counted dead while `suspend` ed.
 
         Returns:
             The dead nodes with the last state each reported (its users, rooms and
@@ -168,7 +168,7 @@ class ClusterView:
         return dead, ended
 
     def next_deadline(self) -> float | None:
-        """When :meth:`expire` next has something to do, or ``None``."""
+        """When `expire` next has something to do, or ``None``."""
         candidates = []
         if self._deadlines and not self._suspended:
             candidates.append(self._deadlines[0][0])

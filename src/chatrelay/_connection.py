@@ -51,9 +51,9 @@ class _AckContext:
 class Outbound:
     """One server event on its way to clients, encoded once for all its recipients.
 
-    Adapters read :attr:`event` and :attr:`json` (the payload serialized once) and wrap
-    them in their framing; an event with :attr:`wants_ack` asks the client for an ack,
-    which the adapter reports with :meth:`Connection.acknowledge`.
+    Adapters read `event` and `json` (the payload serialized once) and wrap
+    them in their framing; an event with `wants_ack` asks the client for an ack,
+    which the adapter reports with `Connection.acknowledge`.
 
     Attributes:
         event: The wire event name.
@@ -123,11 +123,11 @@ class Outbound:
 
 
 class Connection:
-    """A client connection, made by :meth:`Relay.connect` and driven by an adapter.
+    """A client connection, made by `Relay.connect` and driven by an adapter.
 
-    The adapter feeds each inbound request to :meth:`handle` and sends what
-    :attr:`outgoing` yields to the client. When the relay closes the connection (a
-    slow consumer, a shutdown), :attr:`outgoing` ends and :attr:`close_reason` says
+    The adapter feeds each inbound request to `handle` and sends what
+    `outgoing` yields to the client. When the relay closes the connection (a
+    slow consumer, a shutdown), `outgoing` ends and `close_reason` says
     why; the adapter then closes the transport.
 
     Attributes:
@@ -174,7 +174,7 @@ class Connection:
     ) -> dict[str, Any]:
         """Handle one request of the client.
 
-        A request that fails is answered with an ``error`` event on :attr:`outgoing`;
+        A request that fails is answered with an ``error`` event on `outgoing`;
         the returned ack then reads ``{"ok": false, "error": {…}}``. Nothing is raised
         for a bad request, so one client's mistake never ends its connection.
 
@@ -197,15 +197,15 @@ class Connection:
         await self._relay._acknowledge(self, item)
 
     def reject(self, error: ProtocolError) -> dict[str, Any]:
-        """Answer a request that the adapter could not decode, as :meth:`handle` would.
+        """Answer a request that the adapter could not decode, as `handle` would.
 
         For what only the adapter can judge (a frame that is not JSON, a binary
         frame): the request counts against the rate limit and the statistics, and
-        ``error`` is queued on :attr:`outgoing` like any failed request's.
+        ``error`` is queued on `outgoing` like any failed request's.
 
         Args:
             error: Why the request was refused, such as an
-                :class:`~chatrelay.InvalidPayload`.
+                `InvalidPayload`.
 
         Returns:
             The ack payload ``{"ok": false, "error": {…}}``, to send if the client
@@ -218,10 +218,10 @@ class Connection:
 
         A fan-out then hands each recipient's event to ``sink``, which passes it to
         the transport without waiting (no task wakes per recipient) and returns
-        ``True``; or returns ``False``, and the event goes to :attr:`outgoing` as
+        ``True``; or returns ``False``, and the event goes to `outgoing` as
         usual, with its bound and slow-consumer policy. To keep events in order,
         the sink must refuse while events it refused are still on their way (queued
-        on :attr:`outgoing`, or taken from it and not yet sent).
+        on `outgoing`, or taken from it and not yet sent).
 
         Args:
             sink: ``sink(item) -> bool``, called in the sender's task; it must not
@@ -230,7 +230,7 @@ class Connection:
         self._sink = sink
 
     def close(self, reason: str) -> None:
-        """Close the connection from the server side; :attr:`outgoing` ends.
+        """Close the connection from the server side; `outgoing` ends.
 
         The relay forgets the connection (rooms, presence, typing) promptly, even if
         the adapter is slow to notice.

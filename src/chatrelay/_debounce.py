@@ -40,10 +40,10 @@ class TypingDebouncer:
 
     An episode is one user typing in one conversation. The first ``start`` opens it,
     later ones refresh it; it ends on ``stop``, when ``timeout`` seconds pass without a
-    refresh (:meth:`expire`), when the connection that last refreshed it leaves the room
+    refresh (`expire`), when the connection that last refreshed it leaves the room
     or disconnects, or when the application emits a message from that user there
-    (:meth:`message_sent`). Nothing here reads a clock; :meth:`next_deadline` tells the
-    caller when to call :meth:`expire`.
+    (`message_sent`). Nothing here reads a clock; `next_deadline` tells the
+    caller when to call `expire`.
 
     Args:
         timeout: Seconds an episode lasts without a refresh.
@@ -141,7 +141,7 @@ class TypingDebouncer:
         return changes
 
     def next_deadline(self) -> float | None:
-        """When :meth:`expire` next has something to do, or ``None``."""
+        """When `expire` next has something to do, or ``None``."""
         while self._deadlines:
             deadline, conversation, user = self._deadlines[0]
             episode = self._episodes.get(conversation, {}).get(user)

@@ -44,10 +44,10 @@ class Emitter:
 
     An emitter is a relay node without connections: the events it emits are built and
     encoded by the same code as a relay's, so clients cannot tell where one came from.
-    It follows the cluster's control topic to answer :meth:`is_online`,
-    :meth:`online_users`, :meth:`members` and :meth:`typing_users` like any node; its
+    It follows the cluster's control topic to answer `is_online`,
+    `online_users`, `members` and `typing_users` like any node; its
     view fills in as the other nodes answer its request for their state, within
-    about one round trip of :meth:`start`. It sends heartbeats like a node, so the
+    about one round trip of `start`. It sends heartbeats like a node, so the
     others count it in their ``nodes`` statistic.
 
     Args:

@@ -1,6 +1,6 @@
 """The exception tree of chatrelay.
 
-Every error that chatrelay raises on purpose derives from :class:`ChatRelayError`.
+Every error that chatrelay raises on purpose derives from `ChatRelayError`.
 Errors that a client caused carry the fields of the wire ``error`` event::
 
     ChatRelayError
@@ -63,7 +63,7 @@ class ProtocolError(ChatRelayError, ValueError):
         self.event = event
 
     def for_event(self, event: str | None) -> ProtocolError:
-        """Return this error with :attr:`event` set (when it was not set yet)."""
+        """Return this error with `event` set (when it was not set yet)."""
         if self.event is None:
             self.event = event
         return self

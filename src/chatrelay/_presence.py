@@ -34,8 +34,8 @@ class PresenceTracker:
     A user is online while it has a connection, and for ``grace`` seconds after its last
     connection closed; a connection opened inside that grace period continues the same
     online spell and reports nothing. Nothing here reads a clock: every method that
-    depends on time takes ``now``, and :meth:`next_deadline` tells the caller when to
-    call :meth:`expire`.
+    depends on time takes ``now``, and `next_deadline` tells the caller when to
+    call `expire`.
 
     Args:
         grace: Seconds a user stays online after its last connection closed.
@@ -106,7 +106,7 @@ class PresenceTracker:
         return changes
 
     def next_deadline(self) -> float | None:
-        """When :meth:`expire` next has something to do, or ``None``."""
+        """When `expire` next has something to do, or ``None``."""
         while self._deadlines:
             deadline, user = self._deadlines[0]
             leaving = self._leaving.get(user)

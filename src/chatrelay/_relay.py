@@ -161,11 +161,11 @@ class Relay:
     Args:
         config: Settings; defaults suit development.
         authenticator: Turns a client's credentials into an identity. Defaults to
-            :class:`DevelopmentAuthenticator` outside production mode; required in it.
+            `DevelopmentAuthenticator` outside production mode; required in it.
         authorize_join: Decides who may join a conversation's room (for example a
             membership check in the database). Only a result of ``True`` allows.
             Defaults to allowing everyone outside production mode; required in it
-            (pass :func:`allow_all` to allow everyone there).
+            (pass `allow_all` to allow everyone there).
         on_delivered: Called when a recipient's client acknowledges a
             ``message:received`` (once per user and message on this node; acks from
             the sender's own connections are not deliveries).
@@ -303,7 +303,7 @@ class Relay:
         """Open a connection for an authenticated client; leaving the block closes it.
 
         Args:
-            identity: Who connected (from :meth:`authenticate`).
+            identity: Who connected (from `authenticate`).
             transport: The adapter's name, for logs and statistics.
 
         Yields:

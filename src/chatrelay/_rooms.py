@@ -18,7 +18,7 @@ V = TypeVar("V")
 
 @attrs.frozen(kw_only=True)
 class RoomStatistics:
-    """A snapshot of a :class:`RoomRegistry`.
+    """A snapshot of a `RoomRegistry`.
 
     Attributes:
         rooms: Rooms with at least one connection.

@@ -1,7 +1,7 @@
 """The interfaces that applications and integrations implement.
 
-- :class:`Authenticator`: turn a connecting client's credentials into an identity.
-- :class:`Backplane`: carry events between relay nodes.
+- `Authenticator`: turn a connecting client's credentials into an identity.
+- `Backplane`: carry events between relay nodes.
 """
 
 from ._auth import Authenticator as Authenticator

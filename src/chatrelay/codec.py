@@ -1,11 +1,11 @@
-"""The one converter between wire payloads and :mod:`chatrelay.events`.
+"""The one converter between wire payloads and `chatrelay.events`.
 
 Wire payloads are JSON-compatible values with camelCase keys; Python objects are the
-frozen attrs classes of :mod:`chatrelay.events`. The converter is strict: unknown keys,
+frozen attrs classes of `chatrelay.events`. The converter is strict: unknown keys,
 a number where a string belongs, a naive timestamp are all refused with
-:class:`~chatrelay.InvalidPayload`, and an unknown event name with
-:class:`~chatrelay.UnknownEvent`. Every adapter decodes and encodes through this module,
-so a payload that works in tests through :mod:`chatrelay.testing` works on the wire.
+`InvalidPayload`, and an unknown event name with
+`UnknownEvent`. Every adapter decodes and encodes through this module,
+so a payload that works in tests through `chatrelay.testing` works on the wire.
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def make_converter() -> cattrs.Converter:
     """Make the strict, camelCase converter that every transport uses.
 
     Returns:
-        A new :class:`cattrs.Converter`. chatrelay keeps one; applications can make
+        A new `cattrs.Converter`. chatrelay keeps one; applications can make
         their own to decode wire payloads in their tests.
     """
     conv = cattrs.Converter(forbid_extra_keys=True)

@@ -1,19 +1,19 @@
 """The events of the wire protocol, as frozen attrs classes.
 
 Every event of the contract (``DESIGN.md`` §2) has a class here. Field names are
-snake_case in Python and camelCase on the wire; :mod:`chatrelay.codec` converts
-between the two. Timestamps are timezone-aware :class:`~datetime.datetime` s,
+snake_case in Python and camelCase on the wire; `chatrelay.codec` converts
+between the two. Timestamps are timezone-aware `datetime` s,
 sent as ISO 8601 UTC strings.
 
-Client → server requests: :class:`JoinConversation`, :class:`LeaveConversation`,
-:class:`TypingStart`, :class:`TypingStop`.
+Client → server requests: `JoinConversation`, `LeaveConversation`,
+`TypingStart`, `TypingStop`.
 
-Server → client events: :class:`MessageReceived`, :class:`MessageStatusChanged`,
-:class:`TypingIndicator` (sent as ``typing:start`` or ``typing:stop``),
-:class:`UserOnline`, :class:`UserOffline`, :class:`ErrorEvent`, :class:`SyncRequired`.
+Server → client events: `MessageReceived`, `MessageStatusChanged`,
+`TypingIndicator` (sent as ``typing:start`` or ``typing:stop``),
+`UserOnline`, `UserOffline`, `ErrorEvent`, `SyncRequired`.
 
-Replies (acks): :class:`JoinReply`, :class:`LeaveReply`, :class:`OkReply`,
-:class:`ErrorReply`.
+Replies (acks): `JoinReply`, `LeaveReply`, `OkReply`,
+`ErrorReply`.
 """
 
 from __future__ import annotations

@@ -3,14 +3,14 @@
 Every adapter lives in its own submodule behind an extra, so that ``import chatrelay``
 imports none of their dependencies:
 
-- :mod:`chatrelay.adapters.socketio`: Socket.IO, for the official ``socket.io-client``
+- `chatrelay.adapters.socketio`: Socket.IO, for the official ``socket.io-client``
   (``pip install 'chatrelay[socketio]'``; asyncio only).
-- :mod:`chatrelay.adapters.starlette`: plain WebSockets with JSON text frames, as a
+- `chatrelay.adapters.starlette`: plain WebSockets with JSON text frames, as a
   route of a Starlette or FastAPI app (``pip install 'chatrelay[starlette]'``;
   asyncio and trio).
 
 Adapters are thin: they translate their protocol into calls on a
-:class:`chatrelay.Connection` and hold no rule of their own.
+`chatrelay.Connection` and hold no rule of their own.
 """
 
 __all__: list[str] = []

@@ -76,13 +76,13 @@ def parse_frame(text: str) -> ClientFrame:
     """Decode a client's text frame, refusing what the binding does not allow.
 
     Only the envelope is checked here; the payload is the core's to judge
-    (:meth:`chatrelay.Connection.handle`).
+    (`chatrelay.Connection.handle`).
 
     Args:
         text: The frame's text.
 
     Returns:
-        The frame; its :attr:`~ClientFrame.error` is set when it is not a usable
+        The frame; its `error` is set when it is not a usable
         request (not JSON, not an object, a missing or non-string ``event``, a
         missing ``data``, an ``id`` that is not an integer, an unknown field). Its
         ``id`` is kept whenever it is valid, so that the error can be acknowledged.
@@ -158,7 +158,7 @@ def parse_auth(frame: ClientFrame) -> str:
 def event_frame(item: Outbound, ack_id: str | None = None) -> str:
     """The text frame of a server event, for one recipient.
 
-    The event is serialized once for all its recipients (:meth:`Outbound.frame`);
+    The event is serialized once for all its recipients (`Outbound.frame`);
     a recipient's ack id is spliced into that shared text, never re-encoded.
 
     Args:
@@ -184,7 +184,7 @@ def ack_frame(frame_id: int, reply: Mapping[str, Any]) -> str:
 
     Args:
         frame_id: The client's id, echoed back.
-        reply: The ack payload (from :meth:`chatrelay.Connection.handle`).
+        reply: The ack payload (from `chatrelay.Connection.handle`).
 
     Returns:
         ``{"event":"ack","id":<frame_id>,"data":<reply>}``.

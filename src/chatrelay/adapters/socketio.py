@@ -12,7 +12,7 @@ Built on python-socketio's ``AsyncServer``; the clients connect to the namespace
         yield
 
 python-socketio runs on asyncio only, and so does this adapter: entering it under
-trio raises :class:`RuntimeError`.
+trio raises `RuntimeError`.
 
 chatrelay owns room membership and fan-out: the adapter never puts sockets in
 python-socketio rooms nor emits through its client manager, so a python-socketio
@@ -108,7 +108,7 @@ class SocketIOAdapter:
 
     Each client that connects to the namespace is authenticated by the relay
     (``auth.token``, or the ``userId`` query parameter in development mode) and
-    becomes a :class:`~chatrelay.Connection`; its events go to the relay, and the
+    becomes a `Connection`; its events go to the relay, and the
     relay's events go back to it, each encoded once per broadcast.
 
     Use it as an async context manager, inside the relay's; it owns one task per
@@ -117,7 +117,7 @@ class SocketIOAdapter:
     Args:
         relay: The relay to serve.
         server: A python-socketio ``AsyncServer`` of your own to attach to; by
-            default the adapter makes one (ASGI mode), which :meth:`asgi_app`
+            default the adapter makes one (ASGI mode), which `asgi_app`
             serves.
         namespace: The Socket.IO namespace of the chat (default ``/messages``).
         allowed_origins: The browser origins allowed to connect, checked on every

@@ -103,7 +103,7 @@ def close_code(reason: str) -> CloseCode:
     """The close code for a reason the relay closed a connection with.
 
     Args:
-        reason: A :attr:`chatrelay.Connection.close_reason`, such as
+        reason: A `chatrelay.Connection.close_reason`, such as
             ``"slow_consumer"``; it is also sent as the close frame's reason.
 
     Returns:
@@ -143,7 +143,7 @@ def _bearer(header: str | None) -> str | None:
 class WebSocketAdapter:
     """Serves a relay over plain WebSockets, as a Starlette route or ASGI app.
 
-    Add :meth:`route` to a Starlette app (or call :meth:`serve` from a FastAPI
+    Add `route` to a Starlette app (or call `serve` from a FastAPI
     ``@app.websocket`` endpoint). The relay must be running (``async with relay:``,
     in the app's lifespan) while clients connect.
 
@@ -460,7 +460,7 @@ class _Session:
         return True
 
     async def _finish(self, send: Coroutine[Any, Any, None], waiting_on: object) -> None:
-        """Run to its end a send that :meth:`_deliver` started and that had to wait."""
+        """Run to its end a send that `_deliver` started and that had to wait."""
         try:
             await _resume(send, waiting_on)
         except WebSocketDisconnect:

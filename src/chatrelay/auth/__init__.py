@@ -1,12 +1,12 @@
 """Authenticators that need optional dependencies, one submodule each.
 
-The interface lives in the core: :class:`chatrelay.Authenticator`,
-:class:`chatrelay.Credentials` and :class:`chatrelay.Identity`, with
-:class:`chatrelay.DevelopmentAuthenticator` for development. This package holds the
+The interface lives in the core: `chatrelay.Authenticator`,
+`chatrelay.Credentials` and `chatrelay.Identity`, with
+`chatrelay.DevelopmentAuthenticator` for development. This package holds the
 implementations that bring a dependency along, so that ``import chatrelay`` never
 imports them:
 
-- :mod:`chatrelay.auth.jwt`: JSON Web Tokens, with the ``jwt`` extra
+- `chatrelay.auth.jwt`: JSON Web Tokens, with the ``jwt`` extra
   (``pip install 'chatrelay[jwt]'``).
 """
 

@@ -10,7 +10,7 @@
     )
     relay = Relay(config=RelayConfig(production=True), authenticator=authenticator, ...)
 
-The token is what the adapter put in :attr:`chatrelay.Credentials.token` (Socket.IO
+The token is what the adapter put in `chatrelay.Credentials.token` (Socket.IO
 ``auth.token``; on the WebSocket binding an ``Authorization: Bearer`` header, a
 ``?token=`` parameter or a first ``auth`` frame), so one authenticator serves every
 transport.

@@ -1,7 +1,7 @@
 """Backplanes that need no server: one process, or several relays in one process.
 
-:class:`LocalBackplane` is what a relay uses when it is given none: a single node.
-:class:`MemoryBus` connects several relays in one process as if they were servers of a
+`LocalBackplane` is what a relay uses when it is given none: a single node.
+`MemoryBus` connects several relays in one process as if they were servers of a
 cluster, for tests. Redis-backed backplanes live in their own module, behind the
 ``redis`` extra.
 """

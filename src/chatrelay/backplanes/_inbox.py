@@ -1,7 +1,7 @@
 """The receiver's side of a log-based backplane, without I/O.
 
-An :class:`Inbox` takes the entries read from topic logs (see
-:mod:`chatrelay.backplanes._outbox` for their numbering) and decides, for each one,
+An `Inbox` takes the entries read from topic logs (see
+`chatrelay.backplanes._outbox` for their numbering) and decides, for each one,
 whether to deliver it, drop it as a repeat, or report a loss before it. It remembers,
 per topic, the last sequence number it took from each publishing node.
 """

@@ -27,7 +27,7 @@ class LocalBackplane(Backplane):
         self._closed = anyio.Event()
 
     async def aclose(self) -> None:
-        """Close; :meth:`messages` ends."""
+        """Close; `messages` ends."""
         self._closed.set()
 
     async def publish(self, topic: str, payload: bytes) -> None:
@@ -93,7 +93,7 @@ class MemoryBus:
 
 
 class MemoryBackplane(Backplane):
-    """One relay's backplane on a :class:`MemoryBus`."""
+    """One relay's backplane on a `MemoryBus`."""
 
     def __init__(
         self, bus: MemoryBus, *, node_id: NodeId | None = None, max_payload_bytes: int = 1 << 20
@@ -119,7 +119,7 @@ class MemoryBackplane(Backplane):
             self._bus._attach(self)
 
     async def aclose(self) -> None:
-        """Detach from the bus; :meth:`messages` ends."""
+        """Detach from the bus; `messages` ends."""
         self._closed = True
         self._bus._detach(self)
         self._send.close()

@@ -1,9 +1,9 @@
 """The publisher's side of a log-based backplane, without I/O.
 
-An :class:`Outbox` numbers what a node publishes, holds it while the connection is
+An `Outbox` numbers what a node publishes, holds it while the connection is
 down (bounded), hands it out in order, and keeps what was sent recently so that it can
 be sent again if the server that held it restarted empty. Receivers undo the repeats
-with an :class:`~chatrelay.backplanes._inbox.Inbox`.
+with an `Inbox`.
 
 Numbering: every entry gets the node's next sequence number (``seq``, one counter per
 node) and the number of this node's previous entry on the same topic (``prev``). A
@@ -65,10 +65,10 @@ class OutboxEntry:
 
 @attrs.define
 class OutboxStatistics:
-    """Counters of an :class:`Outbox`.
+    """Counters of an `Outbox`.
 
     Attributes:
-        published: Entries accepted by :meth:`Outbox.add`.
+        published: Entries accepted by `Outbox.add`.
         sent: Entries confirmed sent (replays included).
         dropped: Entries dropped because the buffer was full.
         replayed: Entries queued again after a server restart.
@@ -163,7 +163,7 @@ class Outbox:
     def batch(self, max_entries: int, max_bytes: int) -> list[OutboxEntry]:
         """The entries to send next, oldest first (at least one if any is waiting).
 
-        They stay queued until :meth:`sent` confirms them. A gap marker handed out
+        They stay queued until `sent` confirms them. A gap marker handed out
         is not updated any more: later drops get a marker of their own.
         """
         batch: list[OutboxEntry] = []

@@ -43,7 +43,7 @@ _TRANSIENT_REPLIES: Final = frozenset(
 
 
 class Writer:
-    """Sends what an :class:`~chatrelay.backplanes._outbox.Outbox` holds, oldest first.
+    """Sends what an `Outbox` holds, oldest first.
 
     While Redis is unreachable it keeps the entries and retries with capped backoff.
     When the instance it wrote to is gone (restarted empty: its token changed), it

@@ -10,11 +10,11 @@ While Redis is unreachable, publishing does not wait and does not fail: entries 
 in a bounded buffer and are sent in order when Redis is back. Every entry carries the
 publishing node's sequence number, so a reader delivers each one once even when it is
 sent twice; a gap in the numbers is reported as a
-:class:`~chatrelay.abc.BackplaneGap`, never dropped silently. The documentation's
+`BackplaneGap`, never dropped silently. The documentation's
 topic "Delivery guarantees and presence across servers" says what is promised.
 
-``redis.asyncio`` runs on asyncio only: :meth:`RedisBackplane.start` raises
-:class:`RuntimeError` under trio.
+``redis.asyncio`` runs on asyncio only: `RedisBackplane.start` raises
+`RuntimeError` under trio.
 
 Example::
 
@@ -65,7 +65,7 @@ class RedisBackplane(Backplane):
         prefix: Put in front of every key, to share a Redis database between
             clusters.
         node_id: This node's id; by default a new one per process start.
-        max_payload_bytes: The largest payload :meth:`publish` accepts (default 1 MiB).
+        max_payload_bytes: The largest payload `publish` accepts (default 1 MiB).
         buffer_limit: Entries held while Redis is unreachable (default 10,000);
             beyond it, new entries are dropped, counted and reported to receivers.
         buffer_bytes: Payload bytes held while Redis is unreachable (default 64 MiB).
@@ -82,7 +82,7 @@ class RedisBackplane(Backplane):
         max_backoff: The longest wait between two reconnection attempts (default 1 s).
         operation_timeout: Seconds an operation may take before Redis counts as
             unreachable (default 3).
-        close_timeout: Seconds :meth:`aclose` waits for buffered entries to be sent
+        close_timeout: Seconds `aclose` waits for buffered entries to be sent
             (default 2).
     """
 
@@ -155,7 +155,7 @@ class RedisBackplane(Backplane):
     async def start(self) -> None:
         """Connect to Redis and start reading and writing in background tasks.
 
-        Call :meth:`aclose` from the same task (``async with`` does).
+        Call `aclose` from the same task (``async with`` does).
 
         Raises:
             RuntimeError: If the event loop is not asyncio's (``redis.asyncio`` does
@@ -223,7 +223,7 @@ class RedisBackplane(Backplane):
         logger.info("node %s connected to Redis at %s", self.node_id, display(self.url))
 
     async def aclose(self) -> None:
-        """Send what is buffered (within ``close_timeout``), disconnect; :meth:`messages` ends."""
+        """Send what is buffered (within ``close_timeout``), disconnect; `messages` ends."""
         if self._closed:
             return
         self._closed = True
@@ -250,7 +250,7 @@ class RedisBackplane(Backplane):
                     await self._client.aclose()
 
     def _close_channel(self) -> None:
-        """End :meth:`messages`; a backplane that failed to start is closed too."""
+        """End `messages`; a backplane that failed to start is closed too."""
         self._closed = True
         self._send.close()
         if not self._iterating:
@@ -286,7 +286,7 @@ class RedisBackplane(Backplane):
         """Receive what is published on ``topic`` from now on.
 
         If Redis is unreachable, the subscription begins when it is back, and a
-        :class:`~chatrelay.abc.BackplaneGap` says that what was published meanwhile
+        `BackplaneGap` says that what was published meanwhile
         may be missing.
         """
         if self._closed or topic in self._streams:
@@ -344,7 +344,7 @@ class RedisBackplane(Backplane):
         )
 
     async def _emit(self, item: BackplaneEvent | Delivery) -> None:
-        """Hand ``item`` to :meth:`messages`, waiting while its consumer catches up."""
+        """Hand ``item`` to `messages`, waiting while its consumer catches up."""
         # If it is broken or closed, nobody iterates messages() any more.
         with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             await self._send.send(item)

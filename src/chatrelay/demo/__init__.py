@@ -1,6 +1,6 @@
 """``chatrelay demo``: a small WhatsApp-Web-style app that shows the library working.
 
-It is also the reference integration: :class:`DemoService` stores data, then calls the
+It is also the reference integration: `DemoService` stores data, then calls the
 relay's emitter, and gives the relay its hooks (who may join a room, what a delivery
 ack means). Needs the ``demo`` extra (``pip install 'chatrelay[demo]'``), and the
 ``redis`` extra too for several servers sharing one Redis (``create_app(redis_url=…)``).

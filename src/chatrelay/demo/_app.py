@@ -33,7 +33,7 @@ JWT_AUDIENCE = "chatrelay-demo"
 
 @attrs.frozen(kw_only=True)
 class DemoApp:
-    """The demo, assembled: run :attr:`asgi` with an ASGI server.
+    """The demo, assembled: run `asgi` with an ASGI server.
 
     Attributes:
         asgi: The application: Socket.IO at ``/socket.io/`` (namespace ``/messages``),

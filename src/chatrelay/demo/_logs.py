@@ -27,7 +27,7 @@ class RedactTokens(logging.Filter):
 
 
 def redact_server_logs() -> None:
-    """Install :class:`RedactTokens` on uvicorn's loggers."""
+    """Install `RedactTokens` on uvicorn's loggers."""
     for name in ("uvicorn.access", "uvicorn.error"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactTokens) for f in logger.filters):

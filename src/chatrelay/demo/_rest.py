@@ -1,4 +1,4 @@
-"""The demo's REST API (JSON, camelCase), over :class:`DemoService`."""
+"""The demo's REST API (JSON, camelCase), over `DemoService`."""
 
 from __future__ import annotations
 

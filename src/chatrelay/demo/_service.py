@@ -2,7 +2,7 @@
 
 The service layer stores data, then calls the relay's emitter, as a real backend
 (the NestJS services chatrelay replaces, for example) would. Where the data is kept
-is a :class:`~chatrelay.demo.DemoStore`'s business: in memory by default, in Redis
+is a `DemoStore`'s business: in memory by default, in Redis
 when several demo servers share it. The rules are the same for both, and live here.
 """
 
@@ -41,7 +41,7 @@ _ATTEMPTS: Final = len(MessageStatus)
 class DemoService:
     """Conversations and messages, with real-time events through a relay.
 
-    The relay is attached after construction (:meth:`attach`), because the relay's
+    The relay is attached after construction (`attach`), because the relay's
     hooks are this service's methods.
 
     Args:
@@ -95,7 +95,7 @@ class DemoService:
         return [c for c in await self.store.conversations() if user_id in c.participant_ids]
 
     async def conversation(self, conversation_id: str) -> Conversation:
-        """A conversation by id, or a 404 :class:`DemoError`."""
+        """A conversation by id, or a 404 `DemoError`."""
         conversation = await self.store.conversation(conversation_id)
         if conversation is None:
             raise DemoError(404, "not_found", f"no conversation {conversation_id!r}")

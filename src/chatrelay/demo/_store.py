@@ -27,7 +27,7 @@ class DemoStore(ABC):
     """Keeps the demo's conversations and messages, and decides nothing.
 
     The rules (who may post, statuses only move forward) are
-    :class:`~chatrelay.demo.DemoService`'s. A store hands out ids that never collide,
+    `DemoService`'s. A store hands out ids that never collide,
     keeps what it is given, and changes a message's status only while it still is
     what the caller saw, so that two servers sharing the store cannot move a status
     backward.

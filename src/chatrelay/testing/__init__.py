@@ -1,6 +1,6 @@
 """Test helpers: an in-memory transport that runs the real code path.
 
-:class:`MemoryTransport` connects clients to a :class:`~chatrelay.Relay` inside the
+`MemoryTransport` connects clients to a `Relay` inside the
 test's process. Each frame is encoded to JSON text and decoded again, exactly as the
 Socket.IO and WebSocket adapters do, so a payload that is not JSON-compatible fails
 here as it would on the wire::
@@ -14,8 +14,8 @@ here as it would on the wire::
             event = await bob.receive("typing:start")
             assert event.data["userId"] == "alice"
 
-:func:`check_backplane` checks that a backplane keeps the contract of
-:class:`~chatrelay.abc.Backplane`, like trio's ``check_two_way_stream`` does for
+`check_backplane` checks that a backplane keeps the contract of
+`Backplane`, like trio's ``check_two_way_stream`` does for
 streams.
 """
 

@@ -58,7 +58,7 @@ def _require(condition: bool, message: str) -> None:
 async def check_backplane(factory: Callable[[], Backplane], *, timeout: float = 5.0) -> None:
     """Check that the backplanes ``factory`` makes keep the contract of a backplane.
 
-    The contract is that of :class:`~chatrelay.abc.Backplane`.
+    The contract is that of `Backplane`.
 
     ``factory`` is called three times; each call must return a new, unstarted
     backplane connected to the same medium (the same bus, the same Redis). The check
@@ -69,16 +69,16 @@ async def check_backplane(factory: Callable[[], Backplane], *, timeout: float = 
     - a payload reaches every backplane subscribed to its topic, the publisher
       included, exactly once, and no backplane that is not subscribed;
     - one publisher's payloads on a topic arrive in publish order;
-    - after :meth:`~chatrelay.abc.Backplane.unsubscribe`, nothing more of the topic
+    - after `unsubscribe`, nothing more of the topic
       arrives;
     - a payload above ``max_payload_bytes`` is refused with
-      :class:`~chatrelay.BackplaneError` and nothing of it is delivered, while one of
+      `BackplaneError` and nothing of it is delivered, while one of
       exactly that size is delivered;
-    - :meth:`~chatrelay.abc.Backplane.aclose` ends
-      :meth:`~chatrelay.abc.Backplane.messages`, and publishing afterwards raises
-      :class:`~chatrelay.BackplaneError`;
-    - :meth:`~chatrelay.abc.Backplane.statistics` returns a
-      :class:`~chatrelay.abc.BackplaneStatistics`.
+    - `aclose` ends
+      `messages`, and publishing afterwards raises
+      `BackplaneError`;
+    - `statistics` returns a
+      `BackplaneStatistics`.
 
     Example::
 

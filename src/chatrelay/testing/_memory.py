@@ -21,7 +21,7 @@ __all__ = ["MemoryClient", "MemoryTransport", "ReceivedEvent"]
 
 @attrs.frozen(kw_only=True)
 class ReceivedEvent:
-    """An event a :class:`MemoryClient` received.
+    """An event a `MemoryClient` received.
 
     Attributes:
         event: The wire event name.
@@ -36,7 +36,7 @@ class ReceivedEvent:
 
 
 class MemoryClient:
-    """A client connected through a :class:`MemoryTransport`.
+    """A client connected through a `MemoryTransport`.
 
     Attributes:
         received: Every event received so far, in order.
