@@ -103,7 +103,10 @@ class Profile:
     latency_seconds: float = 2.0
     warmup_count: int = 100
     # (c) idle connections.
-    idle_seconds: float = 6.0
+    # A full heartbeat cycle of every stack (uvicorn pings every 20 s, engine.io every
+    # 25 s): a shorter window says more about when the clients connected than about
+    # what idle connections cost.
+    idle_seconds: float = 25.0
     settle_seconds: float = 2.0
     connect_concurrency: int = 100
     timeout: float = 120.0
@@ -526,6 +529,16 @@ class Results:
             out[f"{a} / {b}"] = pair
         return out
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Results:
+        profile = data["profile"]
+        for key, value in profile.items():
+            if isinstance(value, list):
+                profile[key] = tuple(value)
+        results = cls(Profile(**profile), data["command"], data["environment"], data["samples"])
+        results.seconds = data["seconds"]
+        return results
+
     def to_json(self) -> dict[str, Any]:
         modes = list(self.samples)
         return {
@@ -681,13 +694,20 @@ def plot(results: Results, path: Path) -> None:
         "chatrelay-socketio": "#d62728",
         "socketio": "#ff9896",
         "node-socketio": "#2ca02c",
+        "chatrelay-websocket-redis": "#9467bd",
     }
     for ax, (key, label, unit, higher) in zip(axes.flat, keys, strict=False):
-        values = [medians[s].get(key, 0.0) for s in servers]
-        ax.bar(range(len(servers)), values, color=[colors.get(s, "gray") for s in servers])
-        ax.set_xticks(range(len(servers)), servers, rotation=35, ha="right", fontsize=8)
+        names = [s for s in servers if key in medians[s]]
+        values = [medians[s][key] for s in names]
+        ax.bar(range(len(names)), values, color=[colors.get(s, "gray") for s in names])
+        ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
         better = "higher" if higher else "lower"
-        ax.set_title(f"{label}\n({unit}, {better} is better)", fontsize=8)
+        scale = ""
+        if unit == "ms":
+            # A saturated server's latency is seconds, the others' milliseconds.
+            ax.set_yscale("log")
+            scale = ", log scale"
+        ax.set_title(f"{label}\n({unit}{scale}, {better} is better)", fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
     for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
@@ -779,12 +799,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=["fanout", "rooms"],
         help="default: all with compression off, fanout with it on",
     )
+    parser.add_argument("--idle-seconds", type=float, help="the idle window (default 25)")
     parser.add_argument("--json", type=Path, help="write every sample and figure here")
     parser.add_argument("--markdown", type=Path, help="write the tables here")
     parser.add_argument("--plot", type=Path, help="write a PNG of the figures (matplotlib)")
     parser.add_argument("--logs", type=Path, default=HERE / "logs", help="servers' logs")
     parser.add_argument(
         "--profile", type=Path, help="sample the Python servers with py-spy, into this folder"
+    )
+    parser.add_argument(
+        "--from-json", type=Path, help="measure nothing: report the results in this file"
     )
     parser.add_argument("--seed", type=int, default=0, help="of the interleaving order")
     args = parser.parse_args(argv)
@@ -798,20 +822,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         profile = replace(profile, compression=tuple(args.compression))
     if args.scenarios:
         profile = replace(profile, scenarios=tuple(args.scenarios))
+    if args.idle_seconds:
+        profile = replace(profile, idle_seconds=args.idle_seconds)
 
     if "chatrelay-websocket-redis" in profile.servers and not shutil.which("redis-server"):
         print("no redis-server: scenario (d) is left out", file=sys.stderr)
         servers = tuple(s for s in profile.servers if s != "chatrelay-websocket-redis")
         profile = replace(profile, servers=servers)
-    raise_fd_limit()
-    install_node_packages()
-    args.logs.mkdir(parents=True, exist_ok=True)
-    command = shlex.join(["python", "benchmarks/run.py", *(argv or sys.argv[1:])])
-    if args.profile:
-        args.profile.mkdir(parents=True, exist_ok=True)
-    results = asyncio.run(
-        stoppable(run(profile, args.logs, command, seed=args.seed, profile_dir=args.profile))
-    )
+    if args.from_json:
+        results = Results.from_json(json.loads(args.from_json.read_text()))
+    else:
+        raise_fd_limit()
+        install_node_packages()
+        args.logs.mkdir(parents=True, exist_ok=True)
+        command = shlex.join(["python", "benchmarks/run.py", *(argv or sys.argv[1:])])
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        results = asyncio.run(
+            stoppable(run(profile, args.logs, command, seed=args.seed, profile_dir=args.profile))
+        )
 
     text = markdown(results)
     print(text)

@@ -278,6 +278,16 @@ async def control(emit: Emit, feedback: Feedback, server: uvicorn.Server) -> Non
         command = json.loads(line)
         if command["op"] == "fanout":
             print_line(await fanout(emit, feedback, command))
+        elif command["op"] == "memory":
+            # Where the memory went, by line (run with PYTHONTRACEMALLOC=<frames>).
+            import tracemalloc
+
+            if tracemalloc.is_tracing():
+                stats = tracemalloc.take_snapshot().statistics("lineno")
+                top = [(str(s.traceback[0]), s.size, s.count) for s in stats[: command["top"]]]
+            else:
+                top = []
+            print_line({"type": "memory", "top": top})
     server.should_exit = True
 
 
