@@ -48,7 +48,7 @@ from ..events import ErrorEvent, ErrorReply
 
 __all__ = ["ASGIApp", "SocketIOAdapter"]
 
-logger = logging.getLogger("chatrelay.socketio")
+_logger = logging.getLogger("chatrelay.socketio")
 
 ASGIApp = Callable[
     [
@@ -266,7 +266,7 @@ class SocketIOAdapter:
         except socketio.exceptions.ConnectionRefusedError:
             raise
         except Exception:
-            logger.exception("Socket.IO connect failed: sid=%s", sid)
+            _logger.exception("Socket.IO connect failed: sid=%s", sid)
             raise _refused(InternalError("the server failed to accept the connection")) from None
 
     async def _admit(self, sid: str, environ: dict[str, Any], auth: object) -> bool:
@@ -325,7 +325,7 @@ class SocketIOAdapter:
         except ConnectionClosed:
             return None  # the relay closed it; the client is being disconnected
         except Exception:
-            logger.exception("Socket.IO event failed: event=%s connection=%s", event, conn.id)
+            _logger.exception("Socket.IO event failed: event=%s connection=%s", event, conn.id)
             error = InternalError("the server failed")
             fields = ErrorEvent(
                 status=error.status,
@@ -368,7 +368,7 @@ class SocketIOAdapter:
                 try:
                     await self.server.disconnect(sid, namespace=self.namespace, ignore_queue=True)
                 except Exception:
-                    logger.exception("Socket.IO disconnect failed: sid=%s", sid)
+                    _logger.exception("Socket.IO disconnect failed: sid=%s", sid)
 
     def _deliver(self, session: _Session, conn: Connection, item: Outbound) -> bool:
         """The direct path: put the event on engine.io's queue for the client at once.
@@ -411,7 +411,7 @@ class SocketIOAdapter:
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             return
         except Exception:
-            logger.exception("Socket.IO send failed: connection=%s", conn.id)
+            _logger.exception("Socket.IO send failed: connection=%s", conn.id)
 
     def _packet(self, session: _Session, conn: Connection, item: Outbound) -> Any:
         encoded = item.cached(self._cache_key, self._encode)
@@ -444,7 +444,7 @@ class SocketIOAdapter:
         try:
             await conn.acknowledge(item)
         except Exception:
-            logger.exception("Socket.IO ack failed: connection=%s", conn.id)
+            _logger.exception("Socket.IO ack failed: connection=%s", conn.id)
 
     async def _drain(self, session: _Session, conn: Connection) -> bool:
         """Wait while the client has a backlog; return ``False`` if the relay closed it."""

@@ -51,7 +51,7 @@ from ._redis_writer import Writer
 
 __all__ = ["RedisBackplane"]
 
-logger = logging.getLogger("chatrelay.redis")
+_logger = logging.getLogger("chatrelay.redis")
 
 _CHANNEL_SIZE: Final = 1024
 
@@ -220,7 +220,7 @@ class RedisBackplane(Backplane):
             stack.callback(tg.cancel_scope.cancel)
             self._stack = stack.pop_all()
         self._started = True
-        logger.info("node %s connected to Redis at %s", self.node_id, display(self.url))
+        _logger.info("node %s connected to Redis at %s", self.node_id, display(self.url))
 
     async def aclose(self) -> None:
         """Send what is buffered (within ``close_timeout``), disconnect; `messages` ends."""
@@ -235,7 +235,7 @@ class RedisBackplane(Backplane):
                         with anyio.move_on_after(self.close_timeout):
                             await self._writer.drain()
                     if len(self._outbox):
-                        logger.warning(
+                        _logger.warning(
                             "node %s closes with %d entries not sent",
                             self.node_id,
                             len(self._outbox),
@@ -279,7 +279,7 @@ class RedisBackplane(Backplane):
                 f" {self.max_payload_bytes}"
             )
         if not self._outbox.add(topic, payload):
-            logger.debug("buffer full: dropped an entry for %s", topic)
+            _logger.debug("buffer full: dropped an entry for %s", topic)
         self._writer.wake()
 
     async def subscribe(self, topic: str) -> None:
