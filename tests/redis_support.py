@@ -142,3 +142,24 @@ def delete_keys(url: str, prefix: str) -> None:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@contextmanager
+def shared_or_private_redis() -> Iterator[str]:
+    """The shared test Redis (``CHATRELAY_REDIS_URL``), or a private one without it."""
+    url = os.environ.get("CHATRELAY_REDIS_URL")
+    if url:
+        yield url
+        return
+    with redis_server() as server:
+        yield server.url
+
+
+@contextmanager
+def fresh_target(url: str) -> Iterator[RedisTarget]:
+    """A key prefix of its own on ``url``, whose keys are deleted afterwards."""
+    target = RedisTarget(url, new_prefix())
+    try:
+        yield target
+    finally:
+        delete_keys(target.url, target.prefix)

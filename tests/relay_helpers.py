@@ -17,7 +17,7 @@ import anyio.lowlevel
 
 from chatrelay import Message, MessageStatus, Outbound, Relay, RelayConfig
 from chatrelay.backplanes import MemoryBackplane
-from chatrelay.testing import MemoryClient, ReceivedEvent
+from chatrelay.testing import MemoryClient, MemoryTransport, ReceivedEvent
 
 WAIT = 2.0
 """The bound on every wait: far above what the relay needs, far below a hang."""
@@ -129,3 +129,11 @@ class SilentBackplane(MemoryBackplane):
     async def publish(self, topic: str, payload: bytes) -> None:
         if not self.silent:
             await super().publish(topic, payload)
+
+
+@asynccontextmanager
+async def joined(relay: Relay, user: str, conversation: str = "c1") -> AsyncIterator[MemoryClient]:
+    """Connect ``user`` to ``relay`` (acking every event) and join ``conversation``."""
+    async with MemoryTransport(relay).connect(user, auto_ack=True) as client:
+        await join(client, conversation)
+        yield client

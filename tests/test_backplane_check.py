@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -11,27 +10,21 @@ from chatrelay import NodeId
 from chatrelay.abc import BackplaneEvent, BackplaneMessage
 from chatrelay.backplanes import MemoryBackplane, MemoryBus
 from chatrelay.testing import check_backplane
-from redis_support import RedisTarget, delete_keys, new_prefix, redis_server
+from redis_support import RedisTarget, fresh_target, shared_or_private_redis
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    """The shared test Redis (``CHATRELAY_REDIS_URL``), or a private one without it."""
-    url = os.environ.get("CHATRELAY_REDIS_URL")
-    if url:
+    with shared_or_private_redis() as url:
         yield url
-        return
-    with redis_server() as server:
-        yield server.url
 
 
 @pytest.fixture
 def redis_target(redis_url: str) -> Iterator[RedisTarget]:
-    target = RedisTarget(redis_url, new_prefix())
-    yield target
-    delete_keys(target.url, target.prefix)
+    with fresh_target(redis_url) as target:
+        yield target
 
 
 async def test_memory_bus_passes() -> None:

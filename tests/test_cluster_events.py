@@ -7,17 +7,11 @@ gap in the control topic makes the relay ask every node for its state again.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from datetime import UTC, datetime
-
 import anyio
 import pytest
 
 from chatrelay import (
     ClusterView,
-    Message,
-    MessageStatus,
     NodeId,
     Relay,
     RelayConfig,
@@ -26,7 +20,8 @@ from chatrelay import (
 from chatrelay.abc import BackplaneGap, BackplaneHealth, BackplaneStatistics
 from chatrelay.backplanes import MemoryBackplane, MemoryBus, decode_envelope
 from chatrelay.events import SyncRequired
-from chatrelay.testing import MemoryClient, MemoryTransport
+from chatrelay.testing import MemoryTransport
+from relay_helpers import joined
 from waiting import eventually
 
 pytestmark = pytest.mark.anyio
@@ -56,26 +51,6 @@ class Injectable(MemoryBackplane):
 
     def statistics(self) -> BackplaneStatistics:
         return BackplaneStatistics(healthy=self.healthy)
-
-
-def message(message_id: str = "m1", conversation: str = "c1") -> Message:
-    return Message(
-        id=message_id,
-        conversation_id=conversation,
-        sender_id="bob",
-        type="text",
-        content={"text": "hi"},
-        status=MessageStatus.SENT,
-        created_at=datetime(2026, 1, 2, tzinfo=UTC),
-    )
-
-
-@asynccontextmanager
-async def joined(relay: Relay, user: str, conversation: str = "c1") -> AsyncIterator[MemoryClient]:
-    async with MemoryTransport(relay).connect(user, auto_ack=True) as client:
-        reply = await client.request("conversation:join", {"conversationId": conversation})
-        assert reply["ok"] is True
-        yield client
 
 
 async def test_a_down_backplane_suspends_node_liveness() -> None:

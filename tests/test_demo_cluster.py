@@ -9,7 +9,6 @@ private ``redis-server`` without it.
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -23,7 +22,7 @@ import pytest
 from chatrelay import Message, MessageStatus, RelayConfig
 from chatrelay.demo import Conversation, DemoService, create_app
 from chatrelay.demo._redis_store import RedisStore
-from redis_support import RedisTarget, delete_keys, new_prefix, redis_server
+from redis_support import RedisTarget, fresh_target, redis_server, shared_or_private_redis
 from socketio_support import connect, serve_app
 from ws_support import ws_client
 
@@ -40,20 +39,14 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    """The shared test Redis (``CHATRELAY_REDIS_URL``), or a private one without it."""
-    url = os.environ.get("CHATRELAY_REDIS_URL")
-    if url:
+    with shared_or_private_redis() as url:
         yield url
-        return
-    with redis_server() as server:
-        yield server.url
 
 
 @pytest.fixture
 def target(redis_url: str) -> Iterator[RedisTarget]:
-    target = RedisTarget(redis_url, new_prefix())
-    yield target
-    delete_keys(target.url, target.prefix)
+    with fresh_target(redis_url) as target:
+        yield target
 
 
 @asynccontextmanager

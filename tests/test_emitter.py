@@ -6,8 +6,6 @@ where an event came from; it answers presence like any node.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -22,33 +20,13 @@ from chatrelay import (
     RelayConfig,
 )
 from chatrelay.backplanes import LocalBackplane, MemoryBus
-from chatrelay.testing import MemoryClient, MemoryTransport
+from relay_helpers import joined, message
 from waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
 CONFIG = RelayConfig(heartbeat_interval=0.05, node_timeout=0.3, presence_grace=0.05)
 WAIT = 5.0
-
-
-def message(message_id: str = "m1", conversation: str = "c1") -> Message:
-    return Message(
-        id=message_id,
-        conversation_id=conversation,
-        sender_id="bob",
-        type="text",
-        content={"text": "hi"},
-        status=MessageStatus.SENT,
-        created_at=datetime(2026, 1, 2, tzinfo=UTC),
-    )
-
-
-@asynccontextmanager
-async def joined(relay: Relay, user: str, conversation: str = "c1") -> AsyncIterator[MemoryClient]:
-    async with MemoryTransport(relay).connect(user, auto_ack=True) as client:
-        reply = await client.request("conversation:join", {"conversationId": conversation})
-        assert reply["ok"] is True
-        yield client
 
 
 async def test_the_emitter_reaches_every_relay_and_its_acks_count() -> None:
@@ -65,7 +43,7 @@ async def test_the_emitter_reaches_every_relay_and_its_acks_count() -> None:
         joined(a, "alice") as alice,
         joined(b, "carol") as carol,
     ):
-        await emitter.message_received(message("m1"))
+        await emitter.message_received(message("m1", sender="bob"))
         await emitter.message_status("c1", "m1", "read", user_id="carol")
         for client in (alice, carol):
             received = await client.receive("message:received", timeout=WAIT)
@@ -88,7 +66,7 @@ async def test_the_emitter_leaves_the_cluster_when_closed() -> None:
     bus = MemoryBus()
     async with Relay(config=CONFIG, backplane=bus.backplane()) as a:
         async with Emitter(bus.backplane(), config=CONFIG) as emitter:
-            await emitter.message_received(message())
+            await emitter.message_received(message(sender="bob"))
             await eventually(lambda: a.statistics().nodes == 1)
         await eventually(lambda: a.statistics().nodes == 0)
 
@@ -98,7 +76,7 @@ async def test_the_emitter_needs_a_shared_running_backplane() -> None:
         Emitter(LocalBackplane())
     emitter = Emitter(MemoryBus().backplane())
     with pytest.raises(RuntimeError, match="not running"):
-        await emitter.message_received(message())
+        await emitter.message_received(message(sender="bob"))
     async with emitter:
         with pytest.raises(BackplaneError):
             await emitter.message_received(
