@@ -107,6 +107,8 @@ async def test_room_events_reach_other_nodes_once(shared_server: RedisServer) ->
 async def test_typing_and_membership_cross_nodes(shared_server: RedisServer) -> None:
     async with cluster(shared_server.url, new_prefix(), 2) as (a, b):
         await a.connect("alice", "alice", "c1")
+        # Membership crosses nodes asynchronously: B's join reply lists what B knows.
+        await b.wait_answer(["alice"], "members", conversation="c1")
         await b.request("connect", client="bob", user="bob")
         reply = await b.request("join", client="bob", conversation="c1")
         assert reply["members"] == ["alice", "bob"]
