@@ -80,6 +80,8 @@ class FakeServer:
             raise OSError("connection reset by peer")  # what servers raise
         if self.gate is not None and message["type"] == "websocket.send":
             await self.gate.wait()
+            if self.broken:
+                raise OSError("connection reset by peer")  # it left while we waited
         self.sent.append(message)
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
@@ -296,3 +298,112 @@ async def test_a_basic_authorization_header_is_not_a_token() -> None:
             # Not refused at the handshake: accepted, then no auth frame in time.
             assert [m["type"] for m in server.sent] == ["websocket.accept", "websocket.close"]
             assert server.sent[1]["reason"] == "auth_timeout"
+
+
+async def _joined(adapter: WebSocketAdapter, server: FakeServer, user: str = "alice") -> None:
+    server.client_sends({"event": "conversation:join", "data": {"conversationId": "c1"}})
+    with anyio.fail_after(WAIT):
+        while user not in adapter.relay.members("c1"):
+            await anyio.lowlevel.checkpoint()
+
+
+def _frames(server: FakeServer) -> list[dict[str, Any]]:
+    return [json.loads(m["text"]) for m in server.sent if m["type"] == "websocket.send"]
+
+
+async def test_acks_and_events_wait_their_turn_behind_a_held_send() -> None:
+    # One frame at a time: a held event holds the reader's ack and the next events,
+    # which all follow once the client reads, events in order.
+    async with running(Relay()) as adapter, anyio.create_task_group() as tg:
+        with FakeServer() as server:
+            tg.start_soon(adapter, server.scope, server.receive, server.send)
+            await _joined(adapter, server)
+            gate = server.gate = anyio.Event()
+            await adapter.relay.message_status("c1", "m0", "read", user_id="bob")
+            server.client_sends(
+                {"event": "conversation:join", "data": {"conversationId": "c2"}, "id": 7}
+            )
+            await adapter.relay.message_status("c1", "m1", "read", user_id="bob")
+            for _ in range(20):
+                await anyio.lowlevel.checkpoint()  # nothing may get past the held send
+            assert _frames(server) == []
+            server.gate = None
+            gate.set()
+            with anyio.fail_after(WAIT):
+                while len(_frames(server)) < 3:
+                    await server.changed()
+            frames = _frames(server)
+            statuses = [f["data"]["messageId"] for f in frames if f["event"] == "message:status"]
+            assert statuses == ["m0", "m1"]
+            assert [f["id"] for f in frames if f["event"] == "ack"] == [7]
+            tg.cancel_scope.cancel()
+
+
+async def test_a_client_gone_during_a_held_send_ends_the_connection() -> None:
+    async with running(Relay()) as adapter, anyio.create_task_group() as tg:
+        with FakeServer() as server:
+            tg.start_soon(adapter, server.scope, server.receive, server.send)
+            await _joined(adapter, server)
+            gate = server.gate = anyio.Event()
+            await adapter.relay.message_status("c1", "m0", "read", user_id="bob")
+            for _ in range(10):
+                await anyio.lowlevel.checkpoint()  # the send is under way, and waits
+            server.broken = True
+            gate.set()
+            await until_connections(adapter.relay, 0)
+
+
+class _Held:
+    """A presence audience that holds alice's own announcement until released."""
+
+    def __init__(self) -> None:
+        self.release = anyio.Event()
+        self.holding = anyio.Event()
+
+    async def __call__(self, user_id: str) -> list[str]:
+        if user_id == "alice":
+            self.holding.set()
+            await self.release.wait()
+            return []
+        return ["alice"]
+
+
+async def test_events_queued_before_the_session_starts_are_sent() -> None:
+    # Alice's connection is known (and told of bob) while her own announcement is
+    # still under way, before her session runs: what it queued reaches her then.
+    held = _Held()
+    async with running(Relay(presence_audience=held)) as adapter, anyio.create_task_group() as tg:
+        with FakeServer() as alice, FakeServer(query="userId=bob") as bob:
+            tg.start_soon(adapter, alice.scope, alice.receive, alice.send)
+            with anyio.fail_after(WAIT):
+                await held.holding.wait()
+            tg.start_soon(adapter, bob.scope, bob.receive, bob.send)
+            await until_connections(adapter.relay, 2)
+            held.release.set()
+            online = await alice.wait_for_event("user:online")
+            assert online["data"]["userId"] == "bob"
+            tg.cancel_scope.cancel()
+
+
+async def test_a_connection_closed_before_its_session_starts_is_closed() -> None:
+    # While alice's announcement is under way, two events overflow her queue of one:
+    # the relay closes her connection as a slow consumer before her session runs.
+    held = _Held()
+    relay = Relay(presence_audience=held, config=RelayConfig(limits=Limits(outgoing_queue=1)))
+    async with running(relay) as adapter, anyio.create_task_group() as tg:
+        with (
+            FakeServer() as alice,
+            FakeServer(query="userId=bob") as bob,
+            FakeServer(query="userId=carol") as carol,
+        ):
+            tg.start_soon(adapter, alice.scope, alice.receive, alice.send)
+            with anyio.fail_after(WAIT):
+                await held.holding.wait()
+            tg.start_soon(adapter, bob.scope, bob.receive, bob.send)
+            tg.start_soon(adapter, carol.scope, carol.receive, carol.send)
+            await until_connections(adapter.relay, 2)  # bob and carol; alice is gone
+            held.release.set()
+            close = await alice.wait_for("websocket.close")
+            assert (close["code"], close["reason"]) == (1013, "slow_consumer")
+            assert _frames(alice) == []
+            tg.cancel_scope.cancel()

@@ -134,8 +134,22 @@ class Connection:
         id: The relay's id for this connection, unique in the cluster.
         identity: Who is connected.
         transport: The adapter's name.
-        outgoing: The events to send to the client, in order.
     """
+
+    __slots__ = (
+        "_bucket",
+        "_last_rate_error",
+        "_on_close",
+        "_outgoing",
+        "_queue_size",
+        "_relay",
+        "_send",
+        "_sink",
+        "close_reason",
+        "id",
+        "identity",
+        "transport",
+    )
 
     def __init__(
         self,
@@ -151,13 +165,42 @@ class Connection:
         self.identity = identity
         self.transport = transport
         self._relay = relay
-        self._send: MemoryObjectSendStream[Outbound]
-        self.outgoing: MemoryObjectReceiveStream[Outbound]
-        self._send, self.outgoing = anyio.create_memory_object_stream[Outbound](queue_size)
+        # The queue is made on first use: an idle connection whose adapter takes its
+        # events directly never needs one (it is most of a connection's memory).
+        self._queue_size = queue_size
+        self._send: MemoryObjectSendStream[Outbound] | None = None
+        self._outgoing: MemoryObjectReceiveStream[Outbound] | None = None
         self._bucket = bucket
         self._last_rate_error = -math.inf
         self._sink: Callable[[Outbound], bool] | None = None
+        self._on_close: Callable[[], None] | None = None
         self.close_reason: str | None = None
+
+    @property
+    def outgoing(self) -> MemoryObjectReceiveStream[Outbound]:
+        """The events to send to the client, in order; it ends when the connection closes.
+
+        Adapters that take events through `deliver_directly` read here only what
+        their sink refused.
+        """
+        if self._outgoing is None:
+            self._make_queue()
+            assert self._outgoing is not None
+        return self._outgoing
+
+    @property
+    def queued(self) -> int:
+        """How many events wait on `outgoing` (no queue is made to answer)."""
+        if self._send is None:
+            return 0
+        return self._send.statistics().current_buffer_used
+
+    def _make_queue(self) -> MemoryObjectSendStream[Outbound]:
+        send, self._outgoing = anyio.create_memory_object_stream[Outbound](self._queue_size)
+        if self.close_reason is not None:
+            send.close()
+        self._send = send
+        return send
 
     @property
     def user_id(self) -> UserId:
@@ -229,6 +272,21 @@ class Connection:
         """
         self._sink = sink
 
+    def on_close(self, callback: Callable[[], None] | None) -> None:
+        """Have ``callback()`` called when the connection closes, whoever closes it.
+
+        For an adapter that does not wait on `outgoing` (it takes events through
+        `deliver_directly`): it learns this way that the relay closed the
+        connection (a slow consumer, a shutdown) and should close the transport.
+        Called once, in the task that closes the connection; it must not raise or
+        block. If the connection is closed already, it is not called: check
+        `closed` after setting it.
+
+        Args:
+            callback: What to call; ``None`` forgets the one set before.
+        """
+        self._on_close = callback
+
     def close(self, reason: str) -> None:
         """Close the connection from the server side; `outgoing` ends.
 
@@ -237,8 +295,13 @@ class Connection:
         """
         if self.close_reason is None:
             self.close_reason = reason
-            self._send.close()
+            if self._send is not None:
+                self._send.close()
             self._relay._schedule_close(self)
+            callback = self._on_close
+            if callback is not None:
+                self._on_close = None
+                callback()
 
     def _push(self, item: Outbound) -> None:
         if self.close_reason is not None:
@@ -246,8 +309,11 @@ class Connection:
         sink = self._sink
         if sink is not None and sink(item):
             return
+        send = self._send
+        if send is None:
+            send = self._make_queue()
         try:
-            self._send.send_nowait(item)
+            send.send_nowait(item)
         except anyio.WouldBlock:
             self._relay._slow_consumer(self)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):

@@ -233,11 +233,21 @@ class WebSocketAdapter:
         Args:
             websocket: The connection, not accepted yet.
         """
+        # The handshake's headers and query are gone once it is admitted: an idle
+        # connection keeps only what the session needs.
+        identity = await self._admit(websocket)
+        if identity is None:
+            return
+        async with self.relay.connect(identity, transport=_TRANSPORT) as connection:
+            await _Session(self, websocket, connection).run()
+
+    async def _admit(self, websocket: WebSocket) -> Identity | None:
+        """Check the origin and authenticate; the identity, or ``None`` if refused."""
         origin = websocket.headers.get("origin")
         if not self.origins.allows(origin):
             _logger.info("websocket refused: origin %r is not allowed", origin)
             await websocket.close(CloseCode.POLICY_VIOLATION, "origin_not_allowed")
-            return
+            return None
         token = _bearer(websocket.headers.get("authorization"))
         if token is None:
             token = websocket.query_params.get("token") or None
@@ -253,17 +263,14 @@ class WebSocketAdapter:
                 # auth frame; a token that was presented and refused ends it here.
                 if token is not None or not isinstance(exc, Unauthorized):
                     await websocket.close(_refusal_code(exc), _truncate(_refusal_reason(exc)))
-                    return
+                    return None
         await websocket.accept()
         if identity is None:
             try:
                 identity = await self._authenticate_by_frame(websocket, query, headers)
             except WebSocketDisconnect:
-                return  # the client left while being answered
-            if identity is None:
-                return
-        async with self.relay.connect(identity, transport=_TRANSPORT) as connection:
-            await _Session(self, websocket, connection).run()
+                return None  # the client left while being answered
+        return identity
 
     def _credentials(
         self, token: str | None, query: Mapping[str, str], headers: Mapping[str, str]
@@ -388,45 +395,91 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
 
 
 class _Session:
-    """One authenticated connection: a reader and a writer loop in a task group."""
+    """One authenticated connection, served by the task that reads it.
+
+    The reader runs in the connection's own (ASGI) task; events come from the
+    relay's fan-out through `_deliver`, in the sender's task. A second task runs
+    only while there is something to wait for: a send that had to wait for the
+    client, or events queued behind it. An idle connection therefore holds one task
+    and no queue, which is most of what a connection costs.
+    """
+
+    __slots__ = (
+        "_adapter",
+        "_busy",
+        "_conn",
+        "_draining",
+        "_eager",
+        "_idle",
+        "_ids",
+        "_pending",
+        "_tg",
+        "_ws",
+    )
 
     def __init__(self, adapter: WebSocketAdapter, websocket: WebSocket, conn: Connection) -> None:
         self._adapter = adapter
         self._ws = websocket
         self._conn = conn
-        self._send_lock = anyio.Lock(fast_acquire=True)
         self._ids = itertools.count(1)
         # Events that asked for an ack, by the id this connection sent them with.
         self._pending: dict[str, Outbound] = {}
-        # Events that the direct path refused are on their way through the writer:
-        # until it has sent them all, later ones queue behind them, in order.
-        self._backlog = True
-        # Set while a send that the direct path started waits for the client.
-        self._stalled: anyio.Event | None = None
+        # A send is under way (the reader's ack, the drainer's event, or a direct send
+        # that had to wait): the socket takes one frame at a time.
+        self._busy = False
+        # Made by whoever waits for the send under way; set when it ends.
+        self._idle: anyio.Event | None = None
+        # A drain task is running (or about to): events queue behind it, in order.
+        self._draining = False
+        # asyncio: the direct path sends eagerly. trio: every event goes through the
+        # queue (a trio send cannot be started outside a task).
+        self._eager = _on_asyncio()
         self._tg: TaskGroup | None = None
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
             self._tg = tg
-            tg.start_soon(self._read, tg.cancel_scope)
-            if _on_asyncio():
-                self._conn.deliver_directly(self._deliver)
+            conn = self._conn
+            conn.on_close(tg.cancel_scope.cancel)
+            conn.deliver_directly(self._deliver)
+            if conn.closed:
+                tg.cancel_scope.cancel()
+            elif conn.queued:
+                self._drain_soon()  # sent before the direct path was in place
             try:
-                await self._write()
+                await self._read()
             finally:
-                self._conn.deliver_directly(None)
+                conn.deliver_directly(None)
+                conn.on_close(None)
             tg.cancel_scope.cancel()
         reason = self._conn.close_reason
         if reason is not None:
             # The relay (or the reader, through the relay) closed the connection.
             await _close(self._ws, close_code(reason), reason)
 
+    def _end(self) -> None:
+        """End the session: the client is gone."""
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
     async def _send(self, text: str) -> None:
-        # The reader (acks), the writer (events) and the direct path share the socket.
-        while self._stalled is not None:
-            await self._stalled.wait()
-        async with self._send_lock:
+        # The reader (acks), the drainer (events) and the direct path share the socket.
+        while self._busy:
+            if self._idle is None:
+                self._idle = anyio.Event()
+            await self._idle.wait()
+        self._busy = True
+        try:
             await self._ws.send_text(text)
+        finally:
+            self._sent()
+
+    def _sent(self) -> None:
+        self._busy = False
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            idle.set()
 
     def _deliver(self, item: Outbound) -> bool:
         """The direct path: send an event from the relay's fan-out, in the sender's task.
@@ -436,10 +489,10 @@ class _Session:
         usually completes without waiting (the server buffers the frame). If it has
         to wait for this client, a task of the session finishes it, and later events
         queue behind it on ``outgoing``, where the relay's bound and slow-consumer
-        policy apply; so a slow client never holds up the others. asyncio only.
+        policy apply; so a slow client never holds up the others.
         """
-        if self._backlog or self._stalled is not None or self._send_lock.locked():
-            self._backlog = True
+        if not self._eager or self._busy or self._draining:
+            self._drain_soon()
             return False
         send = self._ws.send_text(self._encode(item))
         try:
@@ -447,15 +500,12 @@ class _Session:
         except StopIteration:
             return True
         except Exception:
-            # The client is gone: end the session, as a failed send of the writer does.
+            # The client is gone: end the session, as a failed send of the drainer does.
             _logger.debug("direct send failed: connection=%s", self._conn.id, exc_info=True)
-            self._backlog = True
-            if self._tg is not None:
-                self._tg.cancel_scope.cancel()
+            self._end()
             return True
         assert self._tg is not None
-        self._backlog = True
-        self._stalled = anyio.Event()
+        self._busy = True
         self._tg.start_soon(self._finish, send, waiting_on)
         return True
 
@@ -464,30 +514,30 @@ class _Session:
         try:
             await _resume(send, waiting_on)
         except WebSocketDisconnect:
-            pass  # the client left; the reader or the writer ends the session
+            self._end()
         finally:
-            assert self._stalled is not None
-            self._stalled.set()
-            self._stalled = None
+            self._sent()
 
-    async def _write(self) -> None:
-        """Send the relay's events until it closes the connection or the client leaves."""
+    def _drain_soon(self) -> None:
+        """Make sure a task sends what is (about to be) queued on ``outgoing``."""
+        if not self._draining and self._tg is not None:
+            self._draining = True
+            self._tg.start_soon(self._drain)
+
+    async def _drain(self) -> None:
+        """Send the queued events, in order, then end: the direct path takes over."""
         outgoing = self._conn.outgoing
         try:
-            async with outgoing:
-                while True:
-                    try:
-                        # What is queued already is sent without a checkpoint per event.
-                        item = outgoing.receive_nowait()
-                    except anyio.WouldBlock:
-                        # Everything the direct path refused is sent: it may take over.
-                        self._backlog = False
-                        item = await outgoing.receive()
-                    if self._conn.closed:
-                        break  # what is still queued for a closed connection is dropped
-                    await self._send(self._encode(item))
-        except (WebSocketDisconnect, anyio.EndOfStream):
-            pass
+            while not self._conn.closed:
+                # What is queued already is sent without a checkpoint per event.
+                item = outgoing.receive_nowait()
+                await self._send(self._encode(item))
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            pass  # all sent (or closed); the direct path takes over from here
+        except WebSocketDisconnect:
+            self._end()
+        finally:
+            self._draining = False
 
     def _encode(self, item: Outbound) -> str:
         if not item.wants_ack:
@@ -498,20 +548,19 @@ class _Session:
             del self._pending[next(iter(self._pending))]
         return event_frame(item, ack_id)
 
-    async def _read(self, writer: anyio.CancelScope) -> None:
+    async def _read(self) -> None:
         """Hand the client's frames to the connection until the client leaves."""
         try:
             while True:
                 message = await self._ws.receive()
                 if message["type"] == "websocket.disconnect":
-                    break
+                    return
                 if not await self._receive(message):
-                    return  # the connection is closing; the writer ends, then closes
+                    return  # the connection is closing; run() closes the socket
         except WebSocketDisconnect:
             pass  # an ack could not be sent: the client is gone
         except ConnectionClosed:
-            return  # the relay closed the connection; the writer ends, then closes
-        writer.cancel()
+            pass  # the relay closed the connection; run() closes the socket
 
     async def _receive(self, message: Message) -> bool:
         size = _size(message)
