@@ -228,7 +228,9 @@ class WebSocketAdapter:
         """Serve one WebSocket connection until either side closes it.
 
         Checks the origin and the handshake's credentials before accepting, then
-        reads requests and writes events concurrently, in one task group.
+        reads requests in this task. Events are sent from the relay's fan-out (on
+        asyncio) or by a task that runs while some are queued (on trio, or behind a
+        send that waits for a slow client).
 
         Args:
             websocket: The connection, not accepted yet.
