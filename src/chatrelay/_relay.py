@@ -54,9 +54,7 @@ from .events import (
     LeaveConversation,
     LeaveReply,
     Message,
-    MessageReceived,
     MessageStatus,
-    MessageStatusChanged,
     OkReply,
     Reply,
     Sender,
@@ -539,19 +537,23 @@ class Relay:
                 was sent then.
         """
         self._require_running()
-        if sender is None:
-            sender = Sender(id=message.sender_id)
+        data = codec._message_received(message, sender)
         conversation = message.conversation_id
-        event = MessageReceived(conversation_id=conversation, message=message, sender=sender)
         item = Outbound(
             "message:received",
-            codec.encode(event),
+            data,
             ack=_AckContext(
                 conversation_id=conversation, message_id=message.id, sender_id=message.sender_id
             ),
         )
-        await self._broadcast(conversation, item, exclude)
-        await self._message_sent(conversation, message.sender_id, exclude)
+        if self._shared:
+            await self._broadcast(conversation, item, exclude)
+        else:
+            self._fanout(conversation, item, exclude)
+        change = self._typing.message_sent(conversation, message.sender_id)
+        if change is not None:
+            # The connection that sent the message caused the stop too: not echoed to it.
+            await self._typing_changed(change, exclude=exclude)
 
     async def message_status(
         self,
@@ -578,15 +580,21 @@ class Relay:
             BackplaneError: If the event is larger than the backplane accepts.
         """
         self._require_running()
-        event = MessageStatusChanged(
-            conversation_id=conversation_id,
-            message_id=message_id,
-            status=_status(status),
-            user_id=user_id,
-            updated_at=updated_at if updated_at is not None else datetime.now(UTC),
+        # What codec.encode(MessageStatusChanged(...)) gives, and its JSON, built directly:
+        # this is the hot path of a server that broadcasts read receipts.
+        data, text = codec._status_changed(
+            conversation_id,
+            message_id,
+            _status(status),
+            user_id,
+            updated_at if updated_at is not None else datetime.now(UTC),
         )
-        item = Outbound("message:status", codec.encode(event))
-        await self._broadcast(conversation_id, item, exclude)
+        item = Outbound("message:status", data, json=text)
+        if self._shared:
+            await self._broadcast(conversation_id, item, exclude)
+        else:
+            # One node: nothing to publish, no coroutine to run for it.
+            self._fanout(conversation_id, item, exclude)
 
     def is_online(self, user_id: UserId) -> bool:
         """Tell whether a user is online anywhere in the cluster."""
@@ -648,12 +656,18 @@ class Relay:
     def _fanout(
         self, conversation: ConversationId, item: Outbound, exclude: ConnectionId | None
     ) -> None:
-        connections = self._connections
-        for connection_id in list(self._rooms.connections(conversation)):
-            # A connection being forgotten is out of _connections before it is out of its
-            # rooms, and forgetting it awaits backplane publishes: skip it meanwhile.
-            conn = connections.get(connection_id)
-            if conn is not None and connection_id != exclude:
+        # A connection being forgotten is out of _connections before it is out of its
+        # rooms, and forgetting it awaits backplane publishes: skip it meanwhile. The
+        # recipients are looked up before the first push (a push never changes either).
+        get = self._connections.get
+        room = self._rooms.connections(conversation)
+        if exclude is None:
+            for conn in list(map(get, room)):
+                if conn is not None:
+                    conn._push(item)
+            return
+        for connection_id in list(room):
+            if connection_id != exclude and (conn := get(connection_id)) is not None:
                 conn._push(item)
 
     def _typing_item(self, change: TypingChanged) -> Outbound:
@@ -923,7 +937,16 @@ class Relay:
         }
 
 
+_STATUS_BY_TEXT: Final[dict[str, MessageStatus]] = {
+    status.value: status for status in MessageStatus
+}
+
+
 def _status(status: MessageStatus | str) -> MessageStatus:
+    if type(status) is str:
+        found = _STATUS_BY_TEXT.get(status)
+        if found is not None:
+            return found
     if isinstance(status, MessageStatus):
         return status
     try:

@@ -11,6 +11,7 @@ so a payload that works in tests through `chatrelay.testing` works on the wire.
 from __future__ import annotations
 
 import json
+import json.encoder
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -22,16 +23,22 @@ from cattrs.cols import list_structure_factory
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from ._exceptions import InvalidPayload, UnknownEvent
+from ._types import ConversationId, MessageId, UserId
 from .events import (
     ClientRequest,
     ErrorEvent,
+    ErrorReply,
     JoinConversation,
+    JoinReply,
     LeaveConversation,
+    LeaveReply,
     Message,
     MessageReceived,
     MessageStatus,
     MessageStatusChanged,
+    OkReply,
     Reply,
+    Sender,
     ServerEvent,
     SyncRequired,
     TypingIndicator,
@@ -93,6 +100,11 @@ def format_timestamp(value: datetime) -> str:
     Raises:
         ValueError: If ``value`` is naive.
     """
+    if value.tzinfo is UTC and type(value) is datetime:
+        # Already in UTC (datetime.now(UTC), fromtimestamp(..., UTC)): the same text,
+        # without making two more datetimes. isoformat writes the offset as "+00:00".
+        spec = "milliseconds" if value.microsecond % 1000 == 0 else "microseconds"
+        return value.isoformat("T", spec)[:-6] + "Z"
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("timestamps must be timezone-aware")
     value = value.astimezone(UTC)
@@ -360,8 +372,117 @@ def decode_reply(data: object, cls: type[T]) -> T:
 
 def encode(value: ServerEvent | Reply | ClientRequest | Message) -> dict[str, Any]:
     """Encode an event, a reply or a message into its JSON-compatible wire payload."""
-    result: dict[str, Any] = _converter.unstructure(value)
+    hook = _UNSTRUCTURE_HOOKS.get(type(value))
+    result: dict[str, Any] = hook(value) if hook is not None else _converter.unstructure(value)
     return result
+
+
+# The converter's hook of each class of the protocol, looked up once instead of being
+# dispatched on every call (what Converter.unstructure does).
+_UNSTRUCTURE_HOOKS: Final[Mapping[type[Any], Callable[[Any], dict[str, Any]]]] = {
+    cls: _converter.get_unstructure_hook(cls)
+    for cls in (
+        *SERVER_EVENTS.values(),
+        *CLIENT_EVENTS.values(),
+        JoinReply,
+        LeaveReply,
+        OkReply,
+        ErrorReply,
+        Message,
+    )
+}
+_MESSAGE_FIELDS: Final = frozenset(
+    _camel(f.name) for f in attrs.fields(Message) if f.name != "extra"
+)
+_quote: Final[Callable[[str], str]] = json.encoder.encode_basestring  # what dumps uses for str
+# The converter's hook for MessageStatus, without the enum's property lookup.
+_STATUS_TEXT: Final[Mapping[MessageStatus, str]] = {
+    status: status.value for status in MessageStatus
+}
+
+
+def _status_changed(
+    conversation_id: ConversationId,
+    message_id: MessageId,
+    status: MessageStatus,
+    user_id: UserId,
+    updated_at: datetime,
+) -> tuple[dict[str, Any], str | None]:
+    """Encode a ``message:status`` without building its `MessageStatusChanged`.
+
+    The payload is ``encode(MessageStatusChanged(...))`` and raises what it raises (a
+    naive ``updated_at``); when the ids are strings, its JSON text (``dumps`` of it)
+    comes along, written directly, else ``None``.
+    """
+    stamp = format_timestamp(updated_at)
+    status_text = _STATUS_TEXT[status]
+    data = {
+        "conversationId": conversation_id,
+        "messageId": message_id,
+        "status": status_text,
+        "userId": user_id,
+        "updatedAt": stamp,
+    }
+    if type(conversation_id) is not str or type(message_id) is not str or type(user_id) is not str:
+        return data, None
+    text = (
+        f'{{"conversationId":{_quote(conversation_id)},"messageId":{_quote(message_id)},'
+        f'"status":"{status_text}","userId":{_quote(user_id)},"updatedAt":{_quote(stamp)}}}'
+    )
+    return data, text
+
+
+def _message_received(message: Message, sender: Sender | None) -> dict[str, Any]:
+    """Encode a ``message:received`` without building its `MessageReceived`.
+
+    The payload is ``encode(MessageReceived(...))`` (with ``Sender(id=message.sender_id)``
+    when ``sender`` is ``None``), and raises what it raises, in the same order; anything
+    but plainly typed values takes that path itself.
+    """
+    if (
+        type(message) is not Message
+        or type(message.status) is not MessageStatus
+        or type(message.extra) is not dict
+        or not (
+            sender is None
+            or (
+                type(sender) is Sender
+                and (sender.name is None or type(sender.name) is str)
+                and (sender.avatar_url is None or type(sender.avatar_url) is str)
+            )
+        )
+    ):
+        if sender is None:
+            sender = Sender(id=message.sender_id)
+        event = MessageReceived(
+            conversation_id=message.conversation_id, message=message, sender=sender
+        )
+        return encode(event)
+    extra = message.extra
+    if extra:
+        clash = _MESSAGE_FIELDS.intersection(extra)
+        if clash:
+            raise ValueError(f"Message.extra repeats known fields: {sorted(clash)}")
+    wire: dict[str, Any] = {
+        "id": message.id,
+        "conversationId": message.conversation_id,
+        "senderId": message.sender_id,
+        "type": message.type,
+        "content": dict(message.content),
+        "status": _STATUS_TEXT[message.status],
+        "createdAt": format_timestamp(message.created_at),
+    }
+    if extra:
+        wire.update(extra)
+    if sender is None:
+        who: dict[str, Any] = {"id": message.sender_id}
+    else:
+        who = {"id": sender.id}
+        if sender.name is not None:
+            who["name"] = sender.name
+        if sender.avatar_url is not None:
+            who["avatarUrl"] = sender.avatar_url
+    return {"conversationId": message.conversation_id, "message": wire, "sender": who}
 
 
 def event_name(event: ServerEvent) -> str:
@@ -378,4 +499,34 @@ _SERVER_NAMES: Final[Mapping[type[Any], str]] = {
 
 def dumps(value: object) -> str:
     """Serialize a JSON-compatible value compactly, refusing NaN and infinities."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    if type(value) is str:
+        return _quote(value)  # what the encoder does with a string, minus its set-up
+    if _make_encoder is None:
+        return _ENCODER.encode(value)
+    # What _ENCODER.encode does, without its Python layers: the C encoder, with fresh
+    # markers (circular references) for each value.
+    return "".join(
+        _make_encoder({}, _default, _quote, None, ":", ",", False, False, False)(value, 0)
+    )
+
+
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_default: Final = _ENCODER.default
+_make_encoder: Callable[..., Callable[[object, int], Any]] | None = getattr(
+    json.encoder, "c_make_encoder", None
+)
+
+
+def _check_make_encoder() -> None:
+    """Fall back to `_ENCODER` if this Python's C encoder is missing or called otherwise."""
+    global _make_encoder  # decided once, at import
+    sample = {"a": [1, 2.5, None, True, 'é\u2028"'], "b": {}}
+    try:
+        if dumps(sample) == _ENCODER.encode(sample):
+            return
+    except Exception:  # any failure means: do not use it
+        pass
+    _make_encoder = None
+
+
+_check_make_encoder()
