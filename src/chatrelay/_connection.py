@@ -303,6 +303,11 @@ class Connection:
                 self._on_close = None
                 callback()
 
+    def _close_queue(self) -> None:
+        # The adapter is done with the connection: later events fail fast.
+        if self._outgoing is not None:
+            self._outgoing.close()
+
     def _push(self, item: Outbound) -> None:
         if self.close_reason is not None:
             return

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Final, Self
@@ -296,17 +296,23 @@ class Relay:
             raise TypeError(f"authenticators must return an Identity, not {identity!r}")
         return identity
 
-    @asynccontextmanager
-    async def connect(self, identity: Identity, *, transport: str) -> AsyncIterator[Connection]:
+    def connect(
+        self, identity: Identity, *, transport: str
+    ) -> AbstractAsyncContextManager[Connection]:
         """Open a connection for an authenticated client; leaving the block closes it.
+
+        Use it as ``async with relay.connect(identity, transport="…") as connection:``.
 
         Args:
             identity: Who connected (from `authenticate`).
             transport: The adapter's name, for logs and statistics.
 
-        Yields:
-            The connection, for the adapter to drive.
+        Returns:
+            An async context manager whose block drives the connection it enters with.
         """
+        return _Connected(self, identity, transport)
+
+    async def _open(self, identity: Identity, transport: str) -> Connection:
         self._require_running()
         now = anyio.current_time()
         limits = self.config.limits
@@ -328,15 +334,19 @@ class Relay:
                 await self._publish_control("presence", {"userId": conn.user_id, "online": True})
                 if not online_elsewhere:
                     await self._announce(UserOnline(user_id=conn.user_id), exclude=conn.id)
-            yield conn
-        finally:
-            with anyio.CancelScope(shield=True):
-                if conn.close_reason is None:
-                    conn.close("client_disconnected")
-                await self._forget(conn)
-            # Adapters read `outgoing` inside the block; if the block never ran (cancelled
-            # while announcing), nobody else would close it.
-            conn.outgoing.close()
+        except BaseException:
+            await self._release(conn)
+            raise
+        return conn
+
+    async def _release(self, conn: Connection) -> None:
+        with anyio.CancelScope(shield=True):
+            if conn.close_reason is None:
+                conn.close("client_disconnected")
+            await self._forget(conn)
+        # Adapters read `outgoing` inside the block; if the block never ran (cancelled
+        # while announcing), nobody else would close it.
+        conn._close_queue()
 
     async def _forget(self, conn: Connection) -> None:
         """Remove a closed connection from rooms, typing and presence (idempotent)."""
@@ -965,3 +975,28 @@ def _ack_body(item: Outbound) -> dict[str, str] | None:
         "message_id": ack.message_id,
         "sender_id": ack.sender_id,
     }
+
+
+class _Connected:
+    """What `Relay.connect` returns: one object per connection, a small one."""
+
+    __slots__ = ("_conn", "_identity", "_relay", "_transport")
+
+    def __init__(self, relay: Relay, identity: Identity, transport: str) -> None:
+        self._relay = relay
+        self._identity = identity
+        self._transport = transport
+        self._conn: Connection | None = None
+
+    async def __aenter__(self) -> Connection:
+        self._conn = await self._relay._open(self._identity, self._transport)
+        return self._conn
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._conn is not None
+        await self._relay._release(self._conn)
