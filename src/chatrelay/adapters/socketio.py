@@ -18,14 +18,30 @@ chatrelay owns room membership and fan-out: the adapter never puts sockets in
 python-socketio rooms nor emits through its client manager, so a python-socketio
 Redis manager would not spread chatrelay's events (use a chatrelay backplane), and
 cannot send them twice either.
+
+A broadcast is encoded once. To a client that connected over WebSocket from the
+start (``transports: ["websocket"]``), each event is written on the WebSocket in the
+broadcasting task while engine.io's writer for it is idle, rather than through
+engine.io's queue and writer task, whose timer and task per packet dominate the cost
+of a broadcast when there are many connections; order is kept either way. Clients
+that upgraded from long-polling go through engine.io's queue.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    MutableMapping,
+    Sequence,
+)
 from contextlib import AsyncExitStack
 from functools import partial
 from types import TracebackType
@@ -60,6 +76,8 @@ ASGIApp = Callable[
 ]
 """An ASGI application: ``async (scope, receive, send) -> None``."""
 
+_ASGISend = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
+
 _TRANSPORT: Final = "socketio"
 
 # Engine.IO packets waiting for one client before its pump stops taking events from
@@ -92,6 +110,13 @@ class _Session:
     # Events that the direct path refused are on their way through the pump: until it
     # has sent them all, later events queue behind them, so none overtakes another.
     backlog: bool = True
+    # engine.io's socket for the client, and the ASGI ``send`` of its WebSocket when it
+    # connected over WebSocket from the start (not when it upgraded from polling).
+    socket: Any = None
+    ws_send: _ASGISend | None = None
+    # Set while a send that the direct path started waits for the client (a task
+    # finishes it); the event is set when it is done.
+    sending: anyio.Event | None = None
 
 
 @attrs.frozen
@@ -101,6 +126,7 @@ class _Encoded:
     head: str
     body: str
     packet: Any  # the engine.io packet of head + body, for recipients without an ack
+    text: str  # that packet as engine.io writes it on a WebSocket: "4" + head + body
 
 
 class SocketIOAdapter:
@@ -295,6 +321,8 @@ class SocketIOAdapter:
             session.client_gone = True
             session.scope.cancel()
             raise _unavailable()
+        session.socket = self.server.eio.sockets.get(eio_sid)
+        session.ws_send = _websocket_send(environ, session.socket)
         # From here python-socketio queues the CONNECT packet without yielding, so the
         # pump, which waits for this, cannot send an event before it.
         session.admitted.set()
@@ -371,27 +399,77 @@ class SocketIOAdapter:
                     _logger.exception("Socket.IO disconnect failed: sid=%s", sid)
 
     def _deliver(self, session: _Session, conn: Connection, item: Outbound) -> bool:
-        """The direct path: put the event on engine.io's queue for the client at once.
+        """The direct path: send the event to the client at once, or queue it for it.
 
         The relay calls it during a fan-out, for each recipient, so that no task of
-        ours wakes per recipient: engine.io's writer sends it, as in python-socketio's
-        own broadcasts. It refuses (the event then goes through the pump, with its
-        bound and slow-consumer policy) while the client has a backlog.
+        ours wakes per recipient. When engine.io's writer for a WebSocket client is
+        idle (its queue is empty and it waits on it), the event is written on the
+        WebSocket here, as the writer would write it, without waking the writer (a
+        task, a queue and a timer per packet). Otherwise it joins engine.io's queue,
+        behind what is there, as python-socketio's own broadcasts do. It refuses (the
+        event then goes through the pump, with its bound and slow-consumer policy)
+        while the client has a backlog or a send to it waits.
         """
-        if not session.backlog:
-            socket = self.server.eio.sockets.get(session.eio_sid)
-            queue = getattr(socket, "queue", None)
+        socket = session.socket
+        if not session.backlog and session.sending is None and socket is not None:
+            queue = socket.queue
+            last_ping = socket.last_ping
             if (
-                queue is not None
-                and not socket.closed
-                and queue.qsize() < _SEND_BUFFER
+                not socket.closed
+                and not socket.closing
                 # What engine.io's send() checks: past it, the pump's send closes it.
-                and not (socket.last_ping and time.time() - socket.last_ping > self._ping_timeout)
+                and not (last_ping and time.time() - last_ping > self._ping_timeout)
             ):
-                queue.put_nowait(self._packet(session, conn, item))
-                return True
+                size = queue.qsize()
+                if size == 0 and session.ws_send is not None and _waits_on(queue):
+                    self._send_directly(session, conn, item, session.ws_send)
+                    return True
+                if size < _SEND_BUFFER:
+                    queue.put_nowait(self._packet(session, conn, item))
+                    return True
         session.backlog = True
         return False
+
+    def _send_directly(
+        self, session: _Session, conn: Connection, item: Outbound, send: _ASGISend
+    ) -> None:
+        """Write the event on the client's WebSocket, eagerly, as asyncio's eager tasks do.
+
+        It usually completes at once, because the server buffers the frame. If it has
+        to wait for the client, a task finishes it, and until then later events go
+        through the pump, which waits for it: none overtakes another.
+        """
+        sending = send(
+            {"type": "websocket.send", "bytes": None, "text": self._text(session, conn, item)}
+        )
+        try:
+            waiting_on = sending.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            # The client is gone: engine.io's reader sees it and disconnects it.
+            _logger.debug("Socket.IO direct send failed: connection=%s", conn.id, exc_info=True)
+            return
+        assert self._tg is not None
+        session.sending = anyio.Event()
+        self._tg.start_soon(self._finish, session, conn, sending, waiting_on)
+
+    async def _finish(
+        self,
+        session: _Session,
+        conn: Connection,
+        sending: Coroutine[Any, Any, None],
+        waiting_on: object,
+    ) -> None:
+        """Run to its end a send that `_send_directly` started and that had to wait."""
+        try:
+            await _resume(sending, waiting_on)
+        except Exception:
+            _logger.debug("Socket.IO direct send failed: connection=%s", conn.id, exc_info=True)
+        finally:
+            done, session.sending = session.sending, None
+            if done is not None:
+                done.set()
 
     async def _pump(self, session: _Session, conn: Connection) -> None:
         outgoing = conn.outgoing
@@ -422,13 +500,21 @@ class SocketIOAdapter:
             engineio.packet.MESSAGE, f"{encoded.head}{ack_id}{encoded.body}"
         )
 
+    def _text(self, session: _Session, conn: Connection, item: Outbound) -> str:
+        """The event as engine.io writes it on a WebSocket (what ``Packet.encode`` gives)."""
+        encoded = item.cached(self._cache_key, self._encode)
+        if not item.wants_ack:
+            return encoded.text
+        ack_id = self._await_ack(session, partial(self._acknowledged, conn, item))
+        return f"4{encoded.head}{ack_id}{encoded.body}"
+
     def _encode(self, item: Outbound) -> _Encoded:
         # What python-socketio's Packet.encode() writes for an EVENT, built around the
         # payload's JSON that the relay serialized once; the engine.io packet is then
         # shared by every recipient, as python-socketio's own broadcasts share theirs.
         body = f"[{codec.dumps(item.event)},{item.json}]"
         packet = engineio.packet.Packet(engineio.packet.MESSAGE, self._head + body)
-        return _Encoded(self._head, body, packet)
+        return _Encoded(self._head, body, packet, packet.encode())
 
     def _await_ack(self, session: _Session, callback: Callable[..., Awaitable[None]]) -> int:
         # The manager's own ack ids and callback table (what its emit() uses), so that
@@ -448,6 +534,12 @@ class SocketIOAdapter:
 
     async def _drain(self, session: _Session, conn: Connection) -> bool:
         """Wait while the client has a backlog; return ``False`` if the relay closed it."""
+        # A send of the direct path that waits for the client goes first.
+        while (sending := session.sending) is not None:
+            if conn.closed:
+                return False
+            with anyio.move_on_after(_DRAIN_CHECK):
+                await sending.wait()
         socket = self.server.eio.sockets.get(session.eio_sid)
         queue = getattr(socket, "queue", None)
         while queue is not None and queue.qsize() >= _SEND_BUFFER:
@@ -460,6 +552,64 @@ class SocketIOAdapter:
     def _client_alive(self, eio_sid: str) -> bool:
         socket = self.server.eio.sockets.get(eio_sid)
         return socket is not None and not socket.closed and not socket.closing
+
+
+def _websocket_send(environ: dict[str, Any], socket: Any) -> _ASGISend | None:
+    """The ASGI ``send`` that engine.io's writer uses for this client, if it is a WebSocket.
+
+    Only for a client that connected over WebSocket from the start: then the connect
+    handler's environ is the WebSocket's (python-socketio's ASGI mode puts the ASGI
+    callables in it). A client that upgraded from long-polling has the environ of a
+    polling request, and keeps engine.io's queue.
+    """
+    scope = environ.get("asgi.scope")
+    send = environ.get("asgi.send")
+    if (
+        isinstance(scope, dict)
+        and scope.get("type") == "websocket"
+        # Started with send(None) by the direct path: a coroutine function is needed.
+        and inspect.iscoroutinefunction(send)
+        and socket is not None
+        and getattr(socket, "upgraded", False)
+        and not getattr(socket, "upgrading", True)
+        and isinstance(getattr(socket, "queue", None), asyncio.Queue)
+    ):
+        websocket_send: _ASGISend = send
+        return websocket_send
+    return None
+
+
+def _waits_on(queue: asyncio.Queue[Any]) -> bool:
+    """Whether a task (engine.io's writer) waits on the queue: it has sent all it took.
+
+    The writer takes what is queued, writes it, then waits on the queue again; in
+    between (or when it has exited) nobody waits, and events must queue behind.
+    """
+    getters: Iterable[asyncio.Future[None]] = getattr(queue, "_getters", ())
+    return any(not getter.done() for getter in getters)
+
+
+async def _resume(coro: Coroutine[Any, Any, None], waiting_on: object) -> None:
+    """Drive, in this task, an asyncio coroutine that was started by ``coro.send(None)``.
+
+    ``waiting_on`` is what it yielded: the future it waits for (``None`` for a bare
+    yield). This does for it what an asyncio task does: wait until the future is
+    done, then resume the coroutine, until it returns.
+    """
+    try:
+        while True:
+            if waiting_on is None:
+                await asyncio.sleep(0)
+            elif asyncio.isfuture(waiting_on):
+                # Resumed, the coroutine reads the future's result (or error) itself.
+                await asyncio.wait([waiting_on])
+            else:
+                raise RuntimeError(f"a send yielded {waiting_on!r}, not an asyncio future")
+            waiting_on = coro.send(None)
+    except StopIteration:
+        return
+    finally:
+        coro.close()  # a no-op once it returned; otherwise it is abandoned
 
 
 def _unavailable() -> Exception:
