@@ -83,6 +83,22 @@ def message(sender: str = "bob", conversation: str = "c1") -> Message:
     )
 
 
+def test_serve_from_an_endpoint_of_the_app(backend: str, relay: Relay) -> None:
+    # As a FastAPI @app.websocket endpoint would: the app's own route calls serve().
+    adapter = WebSocketAdapter(relay)
+    with (
+        in_process(adapter, backend, endpoint=True) as client,
+        client.websocket_connect("/ws?userId=alice") as alice,
+        client.websocket_connect("/ws?userId=bob") as bob,
+    ):
+        join(alice)
+        assert join(bob)["members"] == ["alice", "bob"]
+        call(client, relay.message_received, message())
+        for ws in (alice, bob):
+            event, _ = until(ws, "message:received")
+            assert event["data"]["message"]["id"] == "m1"
+
+
 # --- authentication ---------------------------------------------------------------------
 
 

@@ -22,9 +22,10 @@ import anyio
 import uvicorn
 from anyio.abc import TaskStatus
 from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
 from starlette.testclient import TestClient, WebSocketTestSession
 from starlette.types import ASGIApp, Message
-from starlette.websockets import WebSocketDisconnect
+from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -58,11 +59,13 @@ class BrokenAuthenticator(Authenticator):
         raise RuntimeError("the user database is down")
 
 
-def make_app(adapter: WebSocketAdapter, *, path: str = "/ws") -> Starlette:
+def make_app(adapter: WebSocketAdapter, *, path: str = "/ws", endpoint: bool = False) -> Starlette:
     """A Starlette app that runs the adapter's relay while it runs.
 
     The relay runs in a task of the lifespan's task group, so that a test can stop it
     while clients are connected (`stop_relay`), as a server that shuts its relay down.
+    With ``endpoint``, the route is a function that calls `WebSocketAdapter.serve`,
+    as a FastAPI ``@app.websocket`` endpoint does, instead of `WebSocketAdapter.route`.
     """
 
     async def run_relay(stop: anyio.Event, *, task_status: TaskStatus[None]) -> None:
@@ -78,16 +81,23 @@ def make_app(adapter: WebSocketAdapter, *, path: str = "/ws") -> Starlette:
             yield
             stop.set()
 
-    return Starlette(routes=[adapter.route(path)], lifespan=lifespan)
+    async def serve(websocket: WebSocket) -> None:
+        await adapter.serve(websocket)
+
+    route = WebSocketRoute(path, serve) if endpoint else adapter.route(path)
+    return Starlette(routes=[route], lifespan=lifespan)
 
 
 # --- in process: Starlette's TestClient ------------------------------------------------
 
 
 @contextmanager
-def in_process(adapter: WebSocketAdapter, backend: str) -> Iterator[TestClient]:
+def in_process(
+    adapter: WebSocketAdapter, backend: str, *, endpoint: bool = False
+) -> Iterator[TestClient]:
     """Run the adapter's app in a `TestClient` on ``backend``; the relay runs meanwhile."""
-    with TestClient(make_app(adapter), backend=backend) as client:  # type: ignore[arg-type]
+    app = make_app(adapter, endpoint=endpoint)
+    with TestClient(app, backend=backend) as client:  # type: ignore[arg-type]
         yield client
 
 

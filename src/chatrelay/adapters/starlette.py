@@ -33,7 +33,7 @@ import contextlib
 import enum
 import itertools
 import logging
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from typing import Any, Final
 
 import anyio
@@ -222,7 +222,7 @@ class WebSocketAdapter:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one WebSocket connection as an ASGI app."""
-        await self.serve(WebSocket(scope, receive, send))
+        await self._serve(WebSocket(scope, receive, send), send)
 
     async def serve(self, websocket: WebSocket) -> None:
         """Serve one WebSocket connection until either side closes it.
@@ -235,13 +235,17 @@ class WebSocketAdapter:
         Args:
             websocket: The connection, not accepted yet.
         """
+        await self._serve(websocket, websocket.send)
+
+    async def _serve(self, websocket: WebSocket, send: Send) -> None:
+        """`serve`, with the ASGI ``send`` that events go through once accepted."""
         # The handshake's headers and query are gone once it is admitted: an idle
         # connection keeps only what the session needs.
         identity = await self._admit(websocket)
         if identity is None:
             return
         async with self.relay.connect(identity, transport=_TRANSPORT) as connection:
-            await _Session(self, websocket, connection).run()
+            await _Session(self, websocket, connection, send).run()
 
     async def _admit(self, websocket: WebSocket) -> Identity | None:
         """Check the origin and authenticate; the identity, or ``None`` if refused."""
@@ -350,8 +354,10 @@ def _on_asyncio() -> bool:
     return True
 
 
-async def _resume(coro: Coroutine[Any, Any, None], waiting_on: object) -> None:
-    """Drive, in this task, an asyncio coroutine that was started by ``coro.send(None)``.
+async def _resume(coro: Generator[Any, None, object], waiting_on: object) -> None:
+    """Drive, in this task, an awaitable that was started by ``coro.send(None)``.
+
+    ``coro`` is the awaitable's ``__await__()`` iterator.
 
     ``waiting_on`` is what it yielded: the future it waits for (``None`` for a bare
     yield). This does for it what an asyncio task does: wait until the future is
@@ -408,6 +414,7 @@ class _Session:
 
     __slots__ = (
         "_adapter",
+        "_asgi_send",
         "_busy",
         "_conn",
         "_draining",
@@ -419,9 +426,14 @@ class _Session:
         "_ws",
     )
 
-    def __init__(self, adapter: WebSocketAdapter, websocket: WebSocket, conn: Connection) -> None:
+    def __init__(
+        self, adapter: WebSocketAdapter, websocket: WebSocket, conn: Connection, send: Send
+    ) -> None:
         self._adapter = adapter
         self._ws = websocket
+        # Events go out as ASGI messages: the socket is accepted and stays so while the
+        # session runs, so Starlette's state checks have nothing to add per event.
+        self._asgi_send = send
         self._conn = conn
         self._ids = itertools.count(1)
         # Events that asked for an ack, by the id this connection sent them with.
@@ -496,7 +508,7 @@ class _Session:
         if not self._eager or self._busy or self._draining:
             self._drain_soon()
             return False
-        send = self._ws.send_text(self._encode(item))
+        send = self._asgi_send({"type": "websocket.send", "text": self._encode(item)}).__await__()
         try:
             waiting_on = send.send(None)
         except StopIteration:
@@ -511,11 +523,11 @@ class _Session:
         self._tg.start_soon(self._finish, send, waiting_on)
         return True
 
-    async def _finish(self, send: Coroutine[Any, Any, None], waiting_on: object) -> None:
+    async def _finish(self, send: Generator[Any, None, object], waiting_on: object) -> None:
         """Run to its end a send that `_deliver` started and that had to wait."""
         try:
             await _resume(send, waiting_on)
-        except WebSocketDisconnect:
+        except (OSError, WebSocketDisconnect):  # the client is gone (server's, Starlette's)
             self._end()
         finally:
             self._sent()
