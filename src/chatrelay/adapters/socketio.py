@@ -61,6 +61,7 @@ from .._connection import Connection, Outbound
 from .._exceptions import ConnectionClosed, InternalError, ProtocolError
 from .._relay import Relay
 from ..events import ErrorEvent, ErrorReply
+from . import _eager
 
 __all__ = ["ASGIApp", "SocketIOAdapter"]
 
@@ -439,31 +440,22 @@ class SocketIOAdapter:
         to wait for the client, a task finishes it, and until then later events go
         through the pump, which waits for it: none overtakes another.
         """
-        sending = send(
-            {"type": "websocket.send", "bytes": None, "text": self._text(session, conn, item)}
-        )
+        message = {"type": "websocket.send", "bytes": None, "text": self._text(session, conn, item)}
         try:
-            waiting_on = sending.send(None)
-        except StopIteration:
-            return
+            started = _eager.start(send(message))
         except Exception:
             # The client is gone: engine.io's reader sees it and disconnects it.
             _logger.debug("Socket.IO direct send failed: connection=%s", conn.id, exc_info=True)
             return
-        assert self._tg is not None
-        session.sending = anyio.Event()
-        self._tg.start_soon(self._finish, session, conn, sending, waiting_on)
+        if started is not None:
+            assert self._tg is not None
+            session.sending = anyio.Event()
+            self._tg.start_soon(self._finish, session, conn, started)
 
-    async def _finish(
-        self,
-        session: _Session,
-        conn: Connection,
-        sending: Coroutine[Any, Any, None],
-        waiting_on: object,
-    ) -> None:
+    async def _finish(self, session: _Session, conn: Connection, started: _eager.Started) -> None:
         """Run to its end a send that `_send_directly` started and that had to wait."""
         try:
-            await _resume(sending, waiting_on)
+            await _eager.finish(started)
         except Exception:
             _logger.debug("Socket.IO direct send failed: connection=%s", conn.id, exc_info=True)
         finally:
@@ -587,29 +579,6 @@ def _waits_on(queue: asyncio.Queue[Any]) -> bool:
     """
     getters: Iterable[asyncio.Future[None]] = getattr(queue, "_getters", ())
     return any(not getter.done() for getter in getters)
-
-
-async def _resume(coro: Coroutine[Any, Any, None], waiting_on: object) -> None:
-    """Drive, in this task, an asyncio coroutine that was started by ``coro.send(None)``.
-
-    ``waiting_on`` is what it yielded: the future it waits for (``None`` for a bare
-    yield). This does for it what an asyncio task does: wait until the future is
-    done, then resume the coroutine, until it returns.
-    """
-    try:
-        while True:
-            if waiting_on is None:
-                await asyncio.sleep(0)
-            elif asyncio.isfuture(waiting_on):
-                # Resumed, the coroutine reads the future's result (or error) itself.
-                await asyncio.wait([waiting_on])
-            else:
-                raise RuntimeError(f"a send yielded {waiting_on!r}, not an asyncio future")
-            waiting_on = coro.send(None)
-    except StopIteration:
-        return
-    finally:
-        coro.close()  # a no-op once it returned; otherwise it is abandoned
 
 
 def _unavailable() -> Exception:

@@ -33,8 +33,8 @@ import contextlib
 import enum
 import itertools
 import logging
-from collections.abc import Generator, Iterable, Mapping
-from typing import Any, Final
+from collections.abc import Iterable, Mapping
+from typing import Final
 
 import anyio
 from anyio.abc import TaskGroup
@@ -52,6 +52,7 @@ from .._exceptions import (
     Unauthorized,
 )
 from .._relay import Relay
+from . import _eager
 from ._origins import OriginPolicy
 from ._wsframes import (
     ACK_EVENT,
@@ -354,31 +355,6 @@ def _on_asyncio() -> bool:
     return True
 
 
-async def _resume(coro: Generator[Any, None, object], waiting_on: object) -> None:
-    """Drive, in this task, an awaitable that was started by ``coro.send(None)``.
-
-    ``coro`` is the awaitable's ``__await__()`` iterator.
-
-    ``waiting_on`` is what it yielded: the future it waits for (``None`` for a bare
-    yield). This does for it what an asyncio task does: wait until the future is
-    done, then resume the coroutine, until it returns.
-    """
-    try:
-        while True:
-            if waiting_on is None:
-                await asyncio.sleep(0)
-            elif asyncio.isfuture(waiting_on):
-                # Resumed, the coroutine reads the future's result (or error) itself.
-                await asyncio.wait([waiting_on])
-            else:
-                raise RuntimeError(f"a send yielded {waiting_on!r}, not an asyncio future")
-            waiting_on = coro.send(None)
-    except StopIteration:
-        return
-    finally:
-        coro.close()  # a no-op once it returned; otherwise it is abandoned
-
-
 def _size(message: Message) -> int:
     text = message.get("text")
     if text is not None:
@@ -508,25 +484,25 @@ class _Session:
         if not self._eager or self._busy or self._draining:
             self._drain_soon()
             return False
-        send = self._asgi_send({"type": "websocket.send", "text": self._encode(item)}).__await__()
         try:
-            waiting_on = send.send(None)
-        except StopIteration:
-            return True
+            started = _eager.start(
+                self._asgi_send({"type": "websocket.send", "text": self._encode(item)})
+            )
         except Exception:
             # The client is gone: end the session, as a failed send of the drainer does.
             _logger.debug("direct send failed: connection=%s", self._conn.id, exc_info=True)
             self._end()
             return True
-        assert self._tg is not None
-        self._busy = True
-        self._tg.start_soon(self._finish, send, waiting_on)
+        if started is not None:
+            assert self._tg is not None
+            self._busy = True
+            self._tg.start_soon(self._finish, started)
         return True
 
-    async def _finish(self, send: Generator[Any, None, object], waiting_on: object) -> None:
+    async def _finish(self, started: _eager.Started) -> None:
         """Run to its end a send that `_deliver` started and that had to wait."""
         try:
-            await _resume(send, waiting_on)
+            await _eager.finish(started)
         except (OSError, WebSocketDisconnect):  # the client is gone (server's, Starlette's)
             self._end()
         finally:
