@@ -395,10 +395,6 @@ _MESSAGE_FIELDS: Final = frozenset(
     _camel(f.name) for f in attrs.fields(Message) if f.name != "extra"
 )
 _quote: Final[Callable[[str], str]] = json.encoder.encode_basestring  # what dumps uses for str
-# The converter's hook for MessageStatus, without the enum's property lookup.
-_STATUS_TEXT: Final[Mapping[MessageStatus, str]] = {
-    status: status.value for status in MessageStatus
-}
 
 
 def _status_changed(
@@ -415,7 +411,7 @@ def _status_changed(
     comes along, written directly, else ``None``.
     """
     stamp = format_timestamp(updated_at)
-    status_text = _STATUS_TEXT[status]
+    status_text: str = status._value_  # an attribute: neither .value's nor hash's Python code
     data = {
         "conversationId": conversation_id,
         "messageId": message_id,
@@ -469,7 +465,7 @@ def _message_received(message: Message, sender: Sender | None) -> dict[str, Any]
         "senderId": message.sender_id,
         "type": message.type,
         "content": dict(message.content),
-        "status": _STATUS_TEXT[message.status],
+        "status": message.status._value_,
         "createdAt": format_timestamp(message.created_at),
     }
     if extra:
