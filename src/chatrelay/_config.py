@@ -52,6 +52,12 @@ class RelayConfig:
             backplane (default 2).
         node_timeout: Seconds without a heartbeat after which another node counts as
             dead and its users go offline here (default 6).
+        hook_timeout: Seconds the application's hooks (``authorize_join``,
+            ``presence_audience``, ``on_delivered``) may take per call (default 5).
+            A call that takes longer is cancelled, logged, and counts as failed: the
+            join is refused with ``internal_error``, nobody is told of that presence
+            change, the delivery is not reported. So a hook stuck on a database never
+            stalls the relay's timers, its backplane or a client's connection.
         limits: Per-connection limits.
     """
 
@@ -60,6 +66,7 @@ class RelayConfig:
     presence_grace: float = attrs.field(default=3.0, validator=attrs.validators.ge(0))
     heartbeat_interval: float = attrs.field(default=2.0, validator=_positive)
     node_timeout: float = attrs.field(default=6.0, validator=_positive)
+    hook_timeout: float = attrs.field(default=5.0, validator=_positive)
     limits: Limits = attrs.field(factory=Limits)
 
     def __attrs_post_init__(self) -> None:

@@ -170,6 +170,7 @@ class Relay:
         presence_audience: Who is told of a user's ``user:online`` / ``user:offline``;
             by default every connected client. Return the users who share a
             conversation with that user to limit it to them.
+            Each call of these three hooks is bounded by ``config.hook_timeout``.
         backplane: Connects this relay to other nodes; by default it is alone.
 
     Raises:
@@ -449,7 +450,21 @@ class Relay:
         conversation = request.conversation_id
         if isinstance(request, JoinConversation):
             if not self._rooms.is_in(conn.id, conversation):
-                allowed = await self._authorize_join(conn.identity, conversation)
+                try:
+                    with anyio.fail_after(self.config.hook_timeout):
+                        allowed = await self._authorize_join(conn.identity, conversation)
+                except TimeoutError:
+                    logger.exception(
+                        "authorize_join did not answer within %gs: connection=%s user=%s"
+                        " conversation=%s",
+                        self.config.hook_timeout,
+                        conn.id,
+                        conn.user_id,
+                        conversation,
+                    )
+                    raise InternalError(
+                        "the server could not check your access in time; try again"
+                    ) from None
                 if conn.closed:
                     raise ConnectionClosed(conn.close_reason or "closed")
                 if allowed is not True:
@@ -518,7 +533,12 @@ class Relay:
             connection_id=conn.id,
         )
         try:
-            await self._on_delivered(delivery)
+            with anyio.fail_after(self.config.hook_timeout):
+                await self._on_delivered(delivery)
+        except TimeoutError:
+            logger.exception(
+                "on_delivered did not return within %gs for %r", self.config.hook_timeout, delivery
+            )
         except Exception:
             logger.exception("on_delivered hook failed for %r", delivery)
 
@@ -717,7 +737,15 @@ class Relay:
         targets: Iterable[Connection] = self._connections.values()
         if self._presence_audience is not None:
             try:
-                audience = set(await self._presence_audience(event.user_id))
+                with anyio.fail_after(self.config.hook_timeout):
+                    audience = set(await self._presence_audience(event.user_id))
+            except TimeoutError:
+                logger.exception(
+                    "presence_audience did not answer within %gs for %r; nobody is told",
+                    self.config.hook_timeout,
+                    event.user_id,
+                )
+                return
             except Exception:
                 logger.exception("presence_audience hook failed for %r", event.user_id)
                 return
