@@ -576,14 +576,8 @@ class Relay:
                 conversation_id=conversation, message_id=message.id, sender_id=message.sender_id
             ),
         )
-        if self._shared:
-            await self._broadcast(conversation, item, exclude)
-        else:
-            self._fanout(conversation, item, exclude)
-        change = self._typing.message_sent(conversation, message.sender_id)
-        if change is not None:
-            # The connection that sent the message caused the stop too: not echoed to it.
-            await self._typing_changed(change, exclude=exclude)
+        await self._broadcast(conversation, item, exclude)
+        await self._message_sent(conversation, message.sender_id, exclude)
 
     async def message_status(
         self,
@@ -620,11 +614,7 @@ class Relay:
             updated_at if updated_at is not None else datetime.now(UTC),
         )
         item = Outbound("message:status", data, json=text)
-        if self._shared:
-            await self._broadcast(conversation_id, item, exclude)
-        else:
-            # One node: nothing to publish, no coroutine to run for it.
-            self._fanout(conversation_id, item, exclude)
+        await self._broadcast(conversation_id, item, exclude)
 
     def is_online(self, user_id: UserId) -> bool:
         """Tell whether a user is online anywhere in the cluster."""
