@@ -268,6 +268,10 @@ class JsClient(Client):
         self._refs = 0
         self._first: dict[str, Any] | None = None
         self.stderr = b""
+        # What arrived, in order: ("event", name), ("reply", ref), ("connect", transport)…
+        self.log: list[tuple[str, Any]] = []
+        self.connects = 0
+        self.upgraded_to: str | None = None
         tg.start_soon(self._read_stdout)
         tg.start_soon(self._read_stderr)
 
@@ -291,6 +295,12 @@ class JsClient(Client):
 
     def _dispatch(self, line: dict[str, Any]) -> None:
         kind = line["type"]
+        self.log.append((kind, line.get("event", line.get("ref", line.get("transport")))))
+        if kind == "connect":
+            self.connects += 1
+            self.disconnect_reason = None  # reconnected
+        elif kind == "upgrade":
+            self.upgraded_to = line["transport"]
         if kind in ("connect", "connect_error", "timeout") and self._first is None:
             self._first = line
         elif kind == "event":
@@ -329,15 +339,23 @@ class JsClient(Client):
                 await self._process.wait()
 
     async def request(self, event: str, *args: Any) -> Any:
+        return await self.reply(await self.send_request(event, *args))
+
+    async def send_request(self, event: str, *args: Any) -> int:
+        """Emit an event with an ack callback; return its ref for `reply`."""
         self._refs += 1
         ref = self._refs
         await self._send({"op": "emit", "ref": ref, "event": event, "args": args, "ack": True})
+        return ref
+
+    async def reply(self, ref: int) -> Any:
+        """Wait for the server's ack of the request ``ref``; return what it acked."""
         with anyio.fail_after(TIMEOUT):
             while ref not in self._replies:
                 await self._changed.wait()
         reply = self._replies.pop(ref)
         if "error" in reply:
-            raise AssertionError(f"no ack for {event}: {reply['error']}")
+            raise AssertionError(f"no ack for request {ref}: {reply['error']}")
         replied = reply["args"]
         return replied[0] if len(replied) == 1 else replied or None
 
@@ -376,6 +394,7 @@ async def connect(
     transports: list[str] | None = None,
     namespace: str = NAMESPACE,
     headers: Mapping[str, str] | None = None,
+    reconnection: bool = False,
 ) -> AsyncIterator[Client]:
     """Connect a client of that kind to the namespace; leaving the block disconnects it.
 
@@ -408,6 +427,7 @@ async def connect(
         "query": params,
         "transports": transports,
         "autoAck": auto_ack,
+        "reconnection": reconnection,
         "timeout": 60_000,
     }
     command = [_node(), str(JS_DIR / "client.mjs"), json.dumps(config)]

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.anyio
 CONFIG = RelayConfig(
     typing_timeout=0.1,
     presence_grace=0.05,  # shorter than typing_timeout: a typing timeout serves as a clock
-    limits=Limits(max_payload_bytes=1024, outgoing_queue=8, rate=5, burst=60),
+    limits=Limits(max_payload_bytes=1024, outgoing_bytes=2_000, rate=5, burst=60),
 )
 
 MEMBERS = {"c1": {"alice", "bob"}, "c2": {"alice"}}
@@ -210,7 +210,8 @@ async def test_a_conversation_from_first_connect_to_last_disconnect() -> None:
 
             # --- A phone on a stalled network cannot hold the others back. ---------
             phone.pause()
-            for number in range(3 * CONFIG.limits.outgoing_queue):
+            # A status event is about 150 bytes: 40 of them overflow the phone's 2,000.
+            for number in range(40):
                 await relay.message_status("c1", f"s{number}", "read", user_id="bob")
                 status_event = await laptop.receive("message:status", timeout=WAIT)
                 assert status_event.data["messageId"] == f"s{number}"

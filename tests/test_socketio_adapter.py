@@ -482,19 +482,24 @@ async def test_a_slow_consumer_is_disconnected_and_delays_no_one() -> None:
         for n in range(200):
             await served.relay.message_received(message("c1", id=f"m{n}", sender="carol"))
             await anyio.lowlevel.checkpoint()  # let the pumps run, as between requests
+        # What bob finds when it reads again soon: a bounded backlog, the error that
+        # says why, then engine.io's CLOSE (not a Socket.IO DISCONNECT, after which
+        # the official client would not reconnect).
+        packets: list[str] = []
+        with anyio.fail_after(TIMEOUT):
+            while "1" not in packets:
+                packets += await bob.poll()
+        assert "41/messages," not in packets
+        events = [p for p in packets if '["message:received",' in p]
+        assert 0 < len(events) <= 64 + 8
+        errors = [p for p in packets if p.startswith('42/messages,["error"')]
+        assert len(errors) == 1
+        assert '"code":"slow_consumer"' in errors[0]
         for n in range(200):
             assert (await alice.receive("message:received")).data["message"]["id"] == f"m{n}"
-
         stats = served.relay.statistics()
         assert stats.slow_consumers == 1
         assert stats.connections == 1
-        # What bob finds when it reads again: a bounded backlog, then the disconnect.
-        packets: list[str] = []
-        with anyio.fail_after(TIMEOUT):
-            while "41/messages," not in packets:
-                packets += await bob.poll()
-        events = [p for p in packets if p.startswith("42/messages,")]
-        assert 0 < len(events) <= 64 + 8
 
 
 async def test_a_client_that_leaves_during_authentication_never_connects() -> None:
@@ -551,10 +556,10 @@ async def test_an_unexpected_failure_is_answered_and_logged_once(
 async def test_unacknowledged_events_are_forgotten_beyond_a_bound(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr("chatrelay.adapters.socketio._PENDING_ACKS", 3)
     deliveries = Deliveries()
+    config = RelayConfig(limits=Limits(pending_acks=3))
     async with (
-        serving(on_delivered=deliveries) as served,
+        serving(config=config, on_delivered=deliveries) as served,
         connect("js", served.url, user="bob", auto_ack=False) as bob,
     ):
         await bob.request("conversation:join", {"conversationId": "c1"})

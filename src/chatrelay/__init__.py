@@ -30,6 +30,7 @@ from ._exceptions import RateLimited as RateLimited
 from ._exceptions import Unauthorized as Unauthorized
 from ._exceptions import UnknownEvent as UnknownEvent
 from ._limits import TokenBucket as TokenBucket
+from ._outgoing import OutgoingStream as OutgoingStream
 from ._presence import PresenceChanged as PresenceChanged
 from ._presence import PresenceTracker as PresenceTracker
 from ._relay import AudienceHook as AudienceHook
@@ -78,6 +79,7 @@ __all__ = [
     "NodeId",
     "NotInConversation",
     "Outbound",
+    "OutgoingStream",
     "PayloadTooLarge",
     "PresenceChanged",
     "PresenceTracker",

@@ -21,9 +21,21 @@ class Limits:
     Attributes:
         max_payload_bytes: Largest inbound request, as UTF-8 JSON (default 16 KiB).
             A larger one is answered with ``payload_too_large``; the connection stays.
-        outgoing_queue: Events queued for one connection before it counts as a slow
-            consumer and is disconnected with the reason ``"slow_consumer"``
-            (default 256). Others are never delayed by it.
+        outgoing_bytes: How much may wait to be sent to one connection, in bytes of
+            JSON (`Outbound.size`), before it counts as a slow consumer and is
+            closed with the reason ``"slow_consumer"`` (default 4 MiB). Others are
+            never delayed by it. The bound is on bytes, not events, so that a burst
+            the server makes itself (a conversation of 400 messages marked read, the
+            replay after a backplane outage of 10 s) never cuts a client that reads:
+            only one that stops reading outgrows it. A broadcast is encoded once and
+            shared by its recipients, so this bounds a connection's share, not a
+            copy each.
+        outgoing_queue: The most events that may wait for one connection, on top of
+            `outgoing_bytes` (default ``None``: no bound by count).
+        pending_acks: Events sent to one connection and awaiting its ack (each
+            ``message:received``) that the adapters remember (default 1024); past it
+            the oldest is forgotten, and its late ack is not reported as a delivery.
+            Clients that never ack (older front ends) cost at most this much.
         rate: Inbound requests a connection may send per second, sustained
             (default 10).
         burst: Inbound requests a connection may send at once (default 20).
@@ -32,7 +44,11 @@ class Limits:
     """
 
     max_payload_bytes: int = attrs.field(default=16 * 1024, validator=_positive)
-    outgoing_queue: int = attrs.field(default=256, validator=_positive)
+    outgoing_bytes: int = attrs.field(default=4 * 1024 * 1024, validator=_positive)
+    outgoing_queue: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_positive)
+    )
+    pending_acks: int = attrs.field(default=1024, validator=_positive)
     rate: float = attrs.field(default=10.0, validator=_positive)
     burst: int = attrs.field(default=20, validator=_positive)
     rate_error_interval: float = attrs.field(default=1.0, validator=_positive)

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import attrs
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._auth import Identity
 from ._limits import TokenBucket
+from ._outgoing import OutgoingStream
 from ._types import ConnectionId, ConversationId, MessageId, UserId
 from .codec import dumps
 
@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 __all__ = ["Connection", "Delivery", "Outbound"]
 
 _T = TypeVar("_T")
+
+# What `Outbound.size` adds for the framing around name and payload ({"event":…}).
+_FRAMING = 20
 
 
 @attrs.frozen(kw_only=True)
@@ -60,7 +63,7 @@ class Outbound:
         data: The JSON-compatible payload (treat it as read-only: it is shared).
     """
 
-    __slots__ = ("_ack", "_acked", "_cache", "_frame", "_json", "data", "event")
+    __slots__ = ("_ack", "_acked", "_cache", "_frame", "_json", "_size", "data", "event")
 
     def __init__(
         self,
@@ -77,6 +80,19 @@ class Outbound:
         self._ack = ack
         self._acked: set[UserId] | None = None
         self._cache: dict[str, Any] | None = None
+        self._size = 0
+
+    @property
+    def size(self) -> int:
+        """About how many bytes the event takes on the wire: its name and payload.
+
+        Counted in characters of JSON (computed once), which is what bounds a
+        connection's queue (`Limits.outgoing_bytes`); the framing of each transport
+        adds a few bytes more.
+        """
+        if not self._size:
+            self._size = len(self.json) + len(self.event) + _FRAMING
+        return self._size
 
     @property
     def json(self) -> str:
@@ -139,11 +155,11 @@ class Connection:
     __slots__ = (
         "_bucket",
         "_last_rate_error",
+        "_max_bytes",
+        "_max_items",
         "_on_close",
         "_outgoing",
-        "_queue_size",
         "_relay",
-        "_send",
         "_sink",
         "close_reason",
         "id",
@@ -158,7 +174,8 @@ class Connection:
         identity: Identity,
         *,
         transport: str,
-        queue_size: int,
+        max_bytes: int,
+        max_items: float = math.inf,
         bucket: TokenBucket,
     ) -> None:
         self.id = connection_id
@@ -167,9 +184,9 @@ class Connection:
         self._relay = relay
         # The queue is made on first use: an idle connection whose adapter takes its
         # events directly never needs one (it is most of a connection's memory).
-        self._queue_size = queue_size
-        self._send: MemoryObjectSendStream[Outbound] | None = None
-        self._outgoing: MemoryObjectReceiveStream[Outbound] | None = None
+        self._max_bytes = max_bytes
+        self._max_items = max_items
+        self._outgoing: OutgoingStream | None = None
         self._bucket = bucket
         self._last_rate_error = -math.inf
         self._sink: Callable[[Outbound], bool] | None = None
@@ -177,30 +194,29 @@ class Connection:
         self.close_reason: str | None = None
 
     @property
-    def outgoing(self) -> MemoryObjectReceiveStream[Outbound]:
+    def outgoing(self) -> OutgoingStream:
         """The events to send to the client, in order; it ends when the connection closes.
 
         Adapters that take events through `deliver_directly` read here only what
         their sink refused.
         """
         if self._outgoing is None:
-            self._make_queue()
-            assert self._outgoing is not None
+            return self._make_queue()
         return self._outgoing
 
     @property
     def queued(self) -> int:
         """How many events wait on `outgoing` (no queue is made to answer)."""
-        if self._send is None:
+        if self._outgoing is None:
             return 0
-        return self._send.statistics().current_buffer_used
+        return self._outgoing.queued
 
-    def _make_queue(self) -> MemoryObjectSendStream[Outbound]:
-        send, self._outgoing = anyio.create_memory_object_stream[Outbound](self._queue_size)
+    def _make_queue(self) -> OutgoingStream:
+        outgoing = OutgoingStream(max_bytes=self._max_bytes, max_items=self._max_items)
         if self.close_reason is not None:
-            send.close()
-        self._send = send
-        return send
+            outgoing.end()
+        self._outgoing = outgoing
+        return outgoing
 
     @property
     def user_id(self) -> UserId:
@@ -295,8 +311,8 @@ class Connection:
         """
         if self.close_reason is None:
             self.close_reason = reason
-            if self._send is not None:
-                self._send.close()
+            if self._outgoing is not None:
+                self._outgoing.end()
             self._relay._schedule_close(self)
             callback = self._on_close
             if callback is not None:
@@ -314,14 +330,13 @@ class Connection:
         sink = self._sink
         if sink is not None and sink(item):
             return
-        send = self._send
-        if send is None:
-            send = self._make_queue()
+        outgoing = self._outgoing
+        if outgoing is None:
+            outgoing = self._make_queue()
         try:
-            send.send_nowait(item)
-        except anyio.WouldBlock:
-            self._relay._slow_consumer(self)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            if not outgoing.put(item):
+                self._relay._slow_consumer(self)
+        except anyio.ClosedResourceError:
             # The adapter stopped reading: the client is going away.
             self.close("client_disconnected")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime, timedelta
@@ -322,7 +323,8 @@ class Relay:
             ConnectionId(f"{self.node_id}#{next(self._ids)}"),
             identity,
             transport=transport,
-            queue_size=limits.outgoing_queue,
+            max_bytes=limits.outgoing_bytes,
+            max_items=math.inf if limits.outgoing_queue is None else limits.outgoing_queue,
             bucket=TokenBucket(rate=limits.rate, burst=limits.burst, now=now),
         )
         self._connections[conn.id] = conn
@@ -369,10 +371,11 @@ class Relay:
     def _slow_consumer(self, conn: Connection) -> None:
         self._counters.slow_consumers += 1
         logger.warning(
-            "closing slow consumer: connection=%s user=%s queue=%d",
+            "closing slow consumer: connection=%s user=%s queued=%d events, %d bytes",
             conn.id,
             conn.user_id,
-            self.config.limits.outgoing_queue,
+            conn.queued,
+            conn.outgoing.queued_bytes,
         )
         conn.close("slow_consumer")
 

@@ -1,10 +1,13 @@
 // One official socket.io-client v4, driven by a test over stdin/stdout (JSON lines).
 //
 //   node client.mjs '{"url": "http://127.0.0.1:PORT/messages", "auth": {...}, "query": {...},
-//                     "transports": [...], "autoAck": true, "timeout": 30000}'
+//                     "transports": [...], "autoAck": true, "reconnection": false,
+//                     "timeout": 30000}'
 //
-// Prints, one JSON object a line:
-//   {"type": "connect", "id": ...}                 connected to the namespace
+// Prints, one JSON object a line, each with "n", its place in the order of arrival:
+//   {"type": "connect", "id": ..., "transport": ...}  connected to the namespace (again,
+//                                                  after a reconnection)
+//   {"type": "upgrade", "transport": ...}          engine.io upgraded its transport
 //   {"type": "connect_error", "message": ..., "data": ...}
 //   {"type": "event", "seq": n, "event": ..., "args": [...], "wantsAck": bool}
 //   {"type": "reply", "ref": r, "args": [...]}    the server's ack of an emit
@@ -21,21 +24,32 @@ import { createInterface } from "node:readline";
 import { io } from "socket.io-client";
 
 const config = JSON.parse(process.argv[2]);
-const print = (message) => process.stdout.write(JSON.stringify(message) + "\n");
+let arrival = 0;
+const print = (message) =>
+  process.stdout.write(JSON.stringify({ ...message, n: ++arrival }) + "\n");
 
 const socket = io(config.url, {
   auth: config.auth ?? {},
   query: config.query ?? {},
   transports: config.transports ?? ["polling", "websocket"],
-  reconnection: false,
+  reconnection: config.reconnection ?? false,
+  reconnectionDelay: 100,
+  reconnectionDelayMax: 500,
   forceNew: true,
   timeout: 5000,
 });
+socket.io.on("open", () =>
+  socket.io.engine.on("upgrade", (transport) =>
+    print({ type: "upgrade", transport: transport.name }),
+  ),
+);
 
 const pendingAcks = new Map();
 let seq = 0;
 
-socket.on("connect", () => print({ type: "connect", id: socket.id }));
+socket.on("connect", () =>
+  print({ type: "connect", id: socket.id, transport: socket.io.engine.transport.name }),
+);
 socket.on("connect_error", (err) =>
   print({ type: "connect_error", message: err.message, data: err.data ?? null }),
 );

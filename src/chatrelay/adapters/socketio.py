@@ -62,6 +62,7 @@ from .._exceptions import ConnectionClosed, InternalError, ProtocolError
 from .._relay import Relay
 from ..events import ErrorEvent, ErrorReply
 from . import _eager
+from ._abort import abort_transport
 
 __all__ = ["ASGIApp", "SocketIOAdapter"]
 
@@ -87,10 +88,15 @@ _TRANSPORT: Final = "socketio"
 _SEND_BUFFER: Final = 64
 # How often a pump that waits for a slow client checks whether the relay closed it.
 _DRAIN_CHECK: Final = 0.1
-# Acks of ``message:received`` awaited per connection. Clients that never ack (older
-# front ends) would otherwise make python-socketio keep one callback, and the event
-# it holds, per message for the life of the connection; the oldest is dropped.
-_PENDING_ACKS: Final = 512
+# Engine.IO packets python-engineio decodes from one long-polling POST; it refuses a
+# POST with more, whole (its default is 16), and clients batch what they send while a
+# POST is under way: an ack for each of up to _SEND_BUFFER events of one poll, plus
+# requests. Requests past the relay's rate limit are refused one by one, cheaply.
+_MAX_DECODE_PACKETS: Final = 1024
+# Seconds a client that the relay closed has to take its last packets (the ``error``
+# event that says why, engine.io's CLOSE) before its connection is aborted.
+_CLOSE_GRACE: Final = 1.5
+_CLOSE_CHECK: Final = 0.02
 
 
 @attrs.define(eq=False)
@@ -118,6 +124,16 @@ class _Session:
     # Set while a send that the direct path started waits for the client (a task
     # finishes it); the event is set when it is done.
     sending: anyio.Event | None = None
+    # Events the pump has handed to engine.io, of those queued on ``outgoing``.
+    forwarded: int = 0
+    # Made by a request's ack that waits for the pump; set when the pump moves on.
+    progress: anyio.Event | None = None
+
+    def notify(self) -> None:
+        """Wake an ack that waits for the pump or for a direct send."""
+        progress, self.progress = self.progress, None
+        if progress is not None:
+            progress.set()
 
 
 @attrs.frozen
@@ -211,6 +227,11 @@ class SocketIOAdapter:
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._accepting = False
+        # The ASGI ``send`` of each WebSocket that upgrades an engine.io session, by
+        # its engine.io sid: what aborts the connection of a client that stopped reading.
+        self._upgrade_sends: dict[str, _ASGISend] = {}
+        payload = engineio.payload.Payload
+        payload.max_decode_packets = max(payload.max_decode_packets, _MAX_DECODE_PACKETS)
         server.on("connect", self._on_connect, namespace=namespace)
         server.on("disconnect", self._on_disconnect, namespace=namespace)
         server.on("*", self._on_event, namespace=namespace)
@@ -229,9 +250,22 @@ class SocketIOAdapter:
         Returns:
             The application to run with an ASGI server such as uvicorn.
         """
-        app: ASGIApp = socketio.ASGIApp(
+        inner: ASGIApp = socketio.ASGIApp(
             self.server, other_asgi_app=other_asgi_app, socketio_path=socketio_path
         )
+        upgrade_sends = self._upgrade_sends
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            sid = _upgrade_sid(scope)
+            if sid is None:
+                return await inner(scope, receive, send)
+            upgrade_sends[sid] = send
+            try:
+                return await inner(scope, receive, send)
+            finally:
+                if upgrade_sends.get(sid) is send:
+                    del upgrade_sends[sid]
+
         return app
 
     # --- lifecycle -------------------------------------------------------------------
@@ -275,8 +309,11 @@ class SocketIOAdapter:
         # The task group was entered in __aenter__: leave it outside any new scope.
         await self._stack.aclose()
         if self._owns_server:
-            with anyio.CancelScope(shield=True):
+            # engine.io's shutdown waits for each client to take its CLOSE packet: a
+            # client that stopped reading (or polling) would hold it forever.
+            with anyio.move_on_after(_CLOSE_GRACE, shield=True):
                 await self.server.shutdown()
+            self.server.eio.sockets.clear()
 
     # --- python-socketio handlers ----------------------------------------------------
     # None of them lets an exception through to python-socketio: a failure is logged
@@ -350,7 +387,10 @@ class SocketIOAdapter:
             async with session.lock:
                 # size=None: python-socketio hands over decoded arguments, so the
                 # relay measures the JSON of the payload itself.
-                return await conn.handle(event, data)
+                reply = await conn.handle(event, data)
+                # python-socketio queues the ack on engine.io when this returns.
+                await self._flushed(session, conn)
+                return reply
         except ConnectionClosed:
             return None  # the relay closed it; the client is being disconnected
         except Exception:
@@ -389,13 +429,14 @@ class SocketIOAdapter:
                     await self._pump(session, conn)
         finally:
             del self._sessions[sid]
+        session.notify()
         # The relay closed the connection (outgoing ended), or the adapter is closing.
         if not session.client_gone:
-            # Shielded: this runs when the adapter closes under cancellation too. It
-            # only queues a DISCONNECT packet and never waits for the client.
+            # Shielded: this runs when the adapter closes under cancellation too; it
+            # waits for the client at most _CLOSE_GRACE seconds.
             with anyio.CancelScope(shield=True):
                 try:
-                    await self.server.disconnect(sid, namespace=self.namespace, ignore_queue=True)
+                    await self._close_client(session, conn)
                 except Exception:
                     _logger.exception("Socket.IO disconnect failed: sid=%s", sid)
 
@@ -462,6 +503,7 @@ class SocketIOAdapter:
             done, session.sending = session.sending, None
             if done is not None:
                 done.set()
+            session.notify()
 
     async def _pump(self, session: _Session, conn: Connection) -> None:
         outgoing = conn.outgoing
@@ -478,6 +520,8 @@ class SocketIOAdapter:
                 await self.server.eio.send_packet(
                     session.eio_sid, self._packet(session, conn, item)
                 )
+                session.forwarded += 1
+                session.notify()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             return
         except Exception:
@@ -514,7 +558,9 @@ class SocketIOAdapter:
         manager = self.server.manager
         ack_id: int = manager._generate_ack_id(session.sid, callback)
         session.acks.append(ack_id)
-        if len(session.acks) > _PENDING_ACKS:
+        # Clients that never ack (older front ends) would otherwise make python-socketio
+        # keep a callback, and the event it holds, per message: the oldest is dropped.
+        if len(session.acks) > self.relay.config.limits.pending_acks:
             manager.callbacks.get(session.sid, {}).pop(session.acks.popleft(), None)
         return ack_id
 
@@ -540,6 +586,59 @@ class SocketIOAdapter:
             with anyio.move_on_after(_DRAIN_CHECK):
                 await queue.join()
         return not conn.closed
+
+    async def _flushed(self, session: _Session, conn: Connection) -> None:
+        """Wait until every event handed to the connection so far is with engine.io.
+
+        The protocol's ordering rule: python-socketio queues a request's ack on
+        engine.io's queue, so everything the relay queued for the client before it
+        (on ``outgoing``, or in a direct send that waits) must be there first.
+        """
+        target = conn.outgoing.put_count
+        while (session.forwarded < target or session.sending is not None) and not conn.closed:
+            if session.progress is None:
+                session.progress = anyio.Event()
+            with anyio.move_on_after(_DRAIN_CHECK):
+                await session.progress.wait()
+
+    async def _close_client(self, session: _Session, conn: Connection) -> None:
+        """Close the client's engine.io connection, so that its client reconnects.
+
+        Not a Socket.IO DISCONNECT, after which the official client stays away:
+        an ``error`` event says why (for a reason the client can act on), then
+        engine.io's CLOSE. A client that has not taken them within _CLOSE_GRACE (it
+        stopped reading) has its connection aborted, so that it no longer holds the
+        server's buffers; a long-polling client that is not polling then finds its
+        session gone, and reconnects too.
+        """
+        eio = self.server.eio
+        socket = eio.sockets.get(session.eio_sid)
+        if socket is None or socket.closed or socket.closing:
+            return
+        reason = conn.close_reason or "closed"
+        error = _close_error(reason)
+        if error is not None:
+            socket.queue.put_nowait(self._packet(session, conn, Outbound("error", error)))
+        socket.queue.put_nowait(engineio.packet.Packet(engineio.packet.CLOSE))
+        try:
+            with anyio.move_on_after(_CLOSE_GRACE):
+                await socket.queue.join()  # taken by the writer, or by a poll
+                # Until the client closes its WebSocket: engine.io signals nothing then.
+                while socket.upgraded and not socket.closed:  # noqa: ASYNC110
+                    await anyio.sleep(_CLOSE_CHECK)
+                return
+            send = session.ws_send or self._upgrade_sends.get(session.eio_sid)
+            if send is not None and abort_transport(send):
+                _logger.info(
+                    "Socket.IO connection aborted: no answer to its close (%s) within %gs:"
+                    " connection=%s",
+                    reason,
+                    _CLOSE_GRACE,
+                    conn.id,
+                )
+        finally:
+            await socket.close(wait=False, abort=True, reason=eio.reason.SERVER_DISCONNECT)
+            eio.sockets.pop(session.eio_sid, None)
 
     def _client_alive(self, eio_sid: str) -> bool:
         socket = self.server.eio.sockets.get(eio_sid)
@@ -579,6 +678,32 @@ def _waits_on(queue: asyncio.Queue[Any]) -> bool:
     """
     getters: Iterable[asyncio.Future[None]] = getattr(queue, "_getters", ())
     return any(not getter.done() for getter in getters)
+
+
+def _upgrade_sid(scope: Any) -> str | None:
+    """The engine.io sid of a WebSocket request that upgrades a session, if it is one."""
+    if scope.get("type") != "websocket":
+        return None
+    query: bytes = scope.get("query_string", b"")
+    for name, value in parse_qsl(query.decode("latin-1")):
+        if name == "sid":
+            return value
+    return None
+
+
+def _close_error(reason: str) -> dict[str, Any] | None:
+    """The ``error`` event that tells a client why the relay closed it, if it can act on it."""
+    known = _CLOSE_ERRORS.get(reason)
+    if known is None:
+        return None
+    status, message = known
+    return codec.encode(ErrorEvent(status=status, code=reason, message=message))
+
+
+_CLOSE_ERRORS: Final[dict[str, tuple[int, str]]] = {
+    "slow_consumer": (503, "the client did not read its events fast enough; reconnecting"),
+    "server_shutdown": (503, "the server is shutting down; reconnect"),
+}
 
 
 def _unavailable() -> Exception:

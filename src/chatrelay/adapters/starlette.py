@@ -53,6 +53,7 @@ from .._exceptions import (
 )
 from .._relay import Relay
 from . import _eager
+from ._abort import abort_transport
 from ._origins import OriginPolicy
 from ._wsframes import (
     ACK_EVENT,
@@ -71,6 +72,8 @@ _logger = logging.getLogger("chatrelay.websocket")
 
 _TRANSPORT: Final = "websocket"
 _CLOSE_TIMEOUT: Final = 5.0
+# Seconds a client closed by the relay has to answer the close before it is aborted.
+_CLOSE_GRACE: Final = 1.5
 _MAX_REASON_BYTES: Final = 123  # what a close frame has room for
 
 
@@ -170,7 +173,7 @@ class WebSocketAdapter:
             ``ws_max_size``) so that it refuses such frames before buffering them.
         max_pending_acks: Events awaiting a client's ack, per connection, that the
             adapter remembers; past it the oldest is forgotten and its late ack
-            ignored (default 1024).
+            ignored (default: the relay's ``Limits.pending_acks``).
 
     Raises:
         ValueError: If production mode lacks ``allowed_origins``, an origin is
@@ -186,7 +189,7 @@ class WebSocketAdapter:
         allow_missing_origin: bool = True,
         auth_timeout: float = 10.0,
         max_frame_bytes: int | None = None,
-        max_pending_acks: int = 1024,
+        max_pending_acks: int | None = None,
     ) -> None:
         if allowed_origins is None and relay.config.production:
             raise ValueError(
@@ -201,6 +204,8 @@ class WebSocketAdapter:
                 f"max_frame_bytes ({max_frame_bytes}) must be at least the relay's"
                 f" max_payload_bytes ({payload_limit})"
             )
+        if max_pending_acks is None:
+            max_pending_acks = relay.config.limits.pending_acks
         if auth_timeout <= 0 or max_pending_acks <= 0:
             raise ValueError("auth_timeout and max_pending_acks must be > 0")
         self.relay = relay
@@ -393,6 +398,7 @@ class _Session:
         "_asgi_send",
         "_busy",
         "_conn",
+        "_drained",
         "_draining",
         "_eager",
         "_idle",
@@ -421,6 +427,8 @@ class _Session:
         self._idle: anyio.Event | None = None
         # A drain task is running (or about to): events queue behind it, in order.
         self._draining = False
+        # Made by a reply that waits for the drain task; set when that task ends.
+        self._drained: anyio.Event | None = None
         # asyncio: the direct path sends eagerly. trio: every event goes through the
         # queue (a trio send cannot be started outside a task).
         self._eager = _on_asyncio()
@@ -445,7 +453,30 @@ class _Session:
         reason = self._conn.close_reason
         if reason is not None:
             # The relay (or the reader, through the relay) closed the connection.
+            await self._close(reason)
+
+    async def _close(self, reason: str) -> None:
+        """Close the socket with the relay's reason; abort it if the client does not answer.
+
+        A client that stopped reading (a slow consumer) cannot read a close frame that
+        waits behind what it did not read, and would keep the connection and the
+        server's buffers: if the closing handshake is not over within `_CLOSE_GRACE`
+        seconds, the connection is aborted.
+        """
+        with anyio.move_on_after(_CLOSE_GRACE):
             await _close(self._ws, close_code(reason), reason)
+            # Any failure to receive means the same here: the client is gone.
+            with contextlib.suppress(Exception):
+                while (await self._ws.receive())["type"] != "websocket.disconnect":
+                    pass  # frames the client sent before it saw the close
+            return
+        if abort_transport(self._asgi_send):
+            _logger.info(
+                "websocket aborted: no answer to its close (%s) within %gs: connection=%s",
+                reason,
+                _CLOSE_GRACE,
+                self._conn.id,
+            )
 
     def _end(self) -> None:
         """End the session: the client is gone."""
@@ -528,6 +559,24 @@ class _Session:
             self._end()
         finally:
             self._draining = False
+            drained, self._drained = self._drained, None
+            if drained is not None:
+                drained.set()
+
+    async def _reply(self, text: str) -> None:
+        """Send an ack once every event handed to the connection before it is sent.
+
+        The protocol's ordering rule: an ack never overtakes an earlier event, also
+        when events wait on ``outgoing`` behind a client that reads slowly.
+        """
+        conn = self._conn
+        while (self._draining or conn.queued) and not conn.closed:
+            if not self._draining:
+                self._drain_soon()
+            if self._drained is None:
+                self._drained = anyio.Event()
+            await self._drained.wait()
+        await self._send(text)
 
     def _encode(self, item: Outbound) -> str:
         if not item.wants_ack:
@@ -580,5 +629,5 @@ class _Session:
         else:
             reply = await self._conn.handle(frame.event, frame.data, size=size)
         if isinstance(frame.id, int):
-            await self._send(ack_frame(frame.id, reply))
+            await self._reply(ack_frame(frame.id, reply))
         return True

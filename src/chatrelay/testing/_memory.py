@@ -52,6 +52,7 @@ class MemoryClient:
         self._reading = anyio.Event()
         self._reading.set()
         self.close_reason: str | None = None
+        self._received_count = 0  # events taken from the connection's queue
 
     @property
     def user_id(self) -> UserId:
@@ -75,6 +76,10 @@ class MemoryClient:
     async def request(self, event: str, data: object) -> dict[str, Any]:
         """Send a request and return its ack, decoded from JSON.
 
+        As on every transport, the ack comes after every event the server sent
+        before it: those are in `received` when this returns. So while the client
+        is paused (`pause`), the ack waits too.
+
         Raises:
             TypeError: If ``data`` is not JSON-serializable (as on a real wire).
             ConnectionClosed: If the server closed the connection.
@@ -82,6 +87,11 @@ class MemoryClient:
         frame = json.dumps(data, allow_nan=False)
         reply = await self._conn.handle(event, json.loads(frame), size=len(frame.encode()))
         decoded: dict[str, Any] = json.loads(json.dumps(reply, allow_nan=False))
+        # The protocol's ordering rule, as on every transport: the ack comes after
+        # every event handed to the connection before it (so not while paused).
+        target = self._conn.outgoing.put_count
+        while self._received_count < target and self.close_reason is None:
+            await self._changed.wait()
         return decoded
 
     async def receive(self, event: str | None = None, *, timeout: float = 5.0) -> ReceivedEvent:
@@ -135,6 +145,7 @@ class MemoryClient:
                 )
                 self.received.append(received)
                 self._pending.append(received)
+                self._received_count += 1
                 self._notify()
                 if self._auto_ack and item.wants_ack:
                     await self._conn.acknowledge(item)
