@@ -562,8 +562,14 @@ class Relay:
             exclude: A connection not to send it to (the one that caused it); nor the
                 ``typing:stop`` that ending the sender's episode sends.
 
+        Any string of the message may hold any character, lone UTF-16 surrogates
+        included: every transport sends it as a JSON escape, and clients decode the
+        same string.
+
         Raises:
             BackplaneError: If the event is larger than the backplane accepts; nothing
+                was sent then.
+            ValueError: If the conversation id holds a lone UTF-16 surrogate; nothing
                 was sent then.
         """
         self._require_running()
@@ -600,7 +606,8 @@ class Relay:
             exclude: A connection not to send it to.
 
         Raises:
-            ValueError: If ``status`` is not a known status.
+            ValueError: If ``status`` is not a known status, or the conversation id
+                holds a lone UTF-16 surrogate.
             BackplaneError: If the event is larger than the backplane accepts.
         """
         self._require_running()
@@ -656,6 +663,10 @@ class Relay:
     async def _broadcast(
         self, conversation: ConversationId, item: Outbound, exclude: ConnectionId | None
     ) -> None:
+        if codec.has_lone_surrogate(conversation):
+            # No client can be in such a room (requests refuse it), nor can a backplane
+            # name its topic: refused before anything is sent.
+            raise ValueError(f"conversation id {conversation!r} holds an unpaired surrogate")
         payload = None
         if self._shared:
             body = (

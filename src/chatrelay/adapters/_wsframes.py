@@ -64,14 +64,6 @@ def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
 
 
-def _has_lone_surrogate(value: object) -> bool:
-    try:
-        codec.dumps(value).encode()
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 def parse_frame(text: str) -> ClientFrame:
     """Decode a client's text frame, refusing what the binding does not allow.
 
@@ -98,8 +90,9 @@ def parse_frame(text: str) -> ClientFrame:
     name = event if isinstance(event, str) else None
     frame_id, id_error = _frame_id(value, name)
     error = id_error or _envelope_error(value, event)
-    if error is None and "\\u" in text and _has_lone_surrogate(value):
-        # An escaped lone surrogate decodes, but cannot be encoded back to UTF-8.
+    if error is None and "\\u" in text and codec.has_lone_surrogate(value):
+        # An escaped lone surrogate decodes, but is no text: refused for every field,
+        # the auth frame's token included, as the core refuses it in any request.
         error = InvalidPayload("the frame contains an unpaired surrogate escape")
     if error is not None:
         return ClientFrame(event=name, id=frame_id, error=error.for_event(name))

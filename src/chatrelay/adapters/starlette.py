@@ -72,6 +72,14 @@ _logger = logging.getLogger("chatrelay.websocket")
 _TRANSPORT: Final = "websocket"
 _CLOSE_TIMEOUT: Final = 5.0
 _MAX_REASON_BYTES: Final = 123  # what a close frame has room for
+# What a send raises when the client is gone (the server's, Starlette's, anyio's): the
+# session ends quietly. Anything else is a bug somewhere, logged (see _Session._failed).
+_GONE: Final = (
+    OSError,
+    WebSocketDisconnect,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+)
 
 
 class CloseCode(enum.IntEnum):
@@ -395,6 +403,7 @@ class _Session:
         "_conn",
         "_draining",
         "_eager",
+        "_failed_once",
         "_idle",
         "_ids",
         "_pending",
@@ -425,6 +434,8 @@ class _Session:
         # queue (a trio send cannot be started outside a task).
         self._eager = _on_asyncio()
         self._tg: TaskGroup | None = None
+        # A send failed otherwise than by the client leaving: logged once per connection.
+        self._failed_once = False
 
     async def run(self) -> None:
         async with anyio.create_task_group() as tg:
@@ -452,7 +463,7 @@ class _Session:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
 
-    async def _send(self, text: str) -> None:
+    async def _send(self, text: str, item: Outbound | None = None) -> None:
         # The reader (acks), the drainer (events) and the direct path share the socket.
         while self._busy:
             if self._idle is None:
@@ -461,8 +472,32 @@ class _Session:
         self._busy = True
         try:
             await self._ws.send_text(text)
+        except _GONE:
+            raise
+        except Exception:
+            self._failed(item)
         finally:
             self._sent()
+
+    def _failed(self, item: Outbound | None) -> None:
+        """A send raised something other than "the client is gone": log it, carry on.
+
+        It is not the client's doing (every frame is valid UTF-8 JSON), so the
+        connection stays; only this frame is lost. Logged at ERROR once per
+        connection, with the traceback, so a bug cannot flood the log; an event that
+        asked for an ack is forgotten, as it never reached the client.
+        """
+        if not self._failed_once:
+            self._failed_once = True
+            _logger.exception(
+                "websocket send failed (the connection stays; later failures of it are"
+                " not logged): connection=%s user=%s",
+                self._conn.id,
+                self._conn.user_id,
+            )
+        if item is not None and item.wants_ack:
+            for ack_id in [k for k, v in self._pending.items() if v is item]:
+                del self._pending[ack_id]
 
     def _sent(self) -> None:
         self._busy = False
@@ -488,23 +523,28 @@ class _Session:
             started = _eager.start(
                 self._asgi_send({"type": "websocket.send", "text": self._encode(item)})
             )
-        except Exception:
+        except _GONE:
             # The client is gone: end the session, as a failed send of the drainer does.
             _logger.debug("direct send failed: connection=%s", self._conn.id, exc_info=True)
             self._end()
             return True
+        except Exception:
+            self._failed(item)
+            return True
         if started is not None:
             assert self._tg is not None
             self._busy = True
-            self._tg.start_soon(self._finish, started)
+            self._tg.start_soon(self._finish, started, item)
         return True
 
-    async def _finish(self, started: _eager.Started) -> None:
+    async def _finish(self, started: _eager.Started, item: Outbound) -> None:
         """Run to its end a send that `_deliver` started and that had to wait."""
         try:
             await _eager.finish(started)
-        except (OSError, WebSocketDisconnect):  # the client is gone (server's, Starlette's)
+        except _GONE:
             self._end()
+        except Exception:
+            self._failed(item)
         finally:
             self._sent()
 
@@ -521,7 +561,7 @@ class _Session:
             while not self._conn.closed:
                 # What is queued already is sent without a checkpoint per event.
                 item = outgoing.receive_nowait()
-                await self._send(self._encode(item))
+                await self._send(self._encode(item), item)
         except (anyio.WouldBlock, anyio.EndOfStream):
             pass  # all sent (or closed); the direct path takes over from here
         except WebSocketDisconnect:
