@@ -39,8 +39,9 @@ from ._exceptions import (
     PayloadTooLarge,
     ProtocolError,
     RateLimited,
+    TooManyConnections,
 )
-from ._limits import TokenBucket
+from ._limits import TokenBucket, check_connection_cap
 from ._presence import PresenceTracker
 from ._rooms import RoomRegistry
 from ._types import ConnectionId, ConversationId, MessageId, NodeId, UserId
@@ -310,6 +311,10 @@ class Relay:
 
         Returns:
             An async context manager whose block drives the connection it enters with.
+
+        Raises:
+            TooManyConnections: On entering, if the user holds
+                ``Limits.max_connections_per_user`` connections on this relay already.
         """
         return _Connected(self, identity, transport)
 
@@ -317,6 +322,14 @@ class Relay:
         self._require_running()
         now = anyio.current_time()
         limits = self.config.limits
+        user = identity.user_id
+        try:
+            # Checked and counted with no await in between: no two can slip in together.
+            count = self._presence.connection_count(user)
+            check_connection_cap(user, count, limits.max_connections_per_user)
+        except TooManyConnections as exc:
+            logger.info("connection refused: transport=%s user=%s %s", transport, user, exc)
+            raise
         conn = Connection(
             self,
             ConnectionId(f"{self.node_id}#{next(self._ids)}"),

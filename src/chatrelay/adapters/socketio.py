@@ -322,7 +322,12 @@ class SocketIOAdapter:
         eio_sid = self.server.manager.eio_sid_from_sid(sid, self.namespace)
         if not self._client_alive(eio_sid):
             return False
-        session: _Session = await self._tg.start(self._serve, sid, eio_sid, identity)
+        try:
+            session: _Session = await self._tg.start(self._serve, sid, eio_sid, identity)
+        except ProtocolError as exc:
+            # Refused by the relay's admission (too_many_connections), before it
+            # became a connection: a connect error with the wire's error fields.
+            raise _refused(exc) from None
         if not self._accepting or not self._client_alive(eio_sid):
             session.client_gone = True
             session.scope.cancel()

@@ -253,7 +253,18 @@ class WebSocketAdapter:
         identity = await self._admit(websocket)
         if identity is None:
             return
-        async with self.relay.connect(identity, transport=_TRANSPORT) as connection:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                connection = await stack.enter_async_context(
+                    self.relay.connect(identity, transport=_TRANSPORT)
+                )
+            except ProtocolError as exc:
+                # Refused by the relay's admission (too_many_connections): say why, as
+                # a refused auth frame does, then close with 1008 and the reason.
+                with contextlib.suppress(WebSocketDisconnect, OSError):
+                    await websocket.send_text(error_frame(exc))
+                await _close(websocket, _refusal_code(exc), _refusal_reason(exc))
+                return
             await _Session(self, websocket, connection, send).run()
 
     async def _admit(self, websocket: WebSocket) -> Identity | None:
