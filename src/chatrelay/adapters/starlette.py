@@ -38,10 +38,12 @@ from typing import Final
 
 import anyio
 from anyio.abc import TaskGroup
+from starlette.responses import Response
 from starlette.routing import WebSocketRoute
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from .. import codec
 from .._auth import Credentials, Identity
 from .._connection import Connection, Outbound
 from .._exceptions import (
@@ -63,6 +65,7 @@ from ._wsframes import (
     failed_reply,
     parse_auth,
     parse_frame,
+    select_subprotocol,
 )
 
 __all__ = ["CloseCode", "WebSocketAdapter", "close_code"]
@@ -155,6 +158,11 @@ class WebSocketAdapter:
     Add `route` to a Starlette app (or call `serve` from a FastAPI
     ``@app.websocket`` endpoint). The relay must be running (``async with relay:``,
     in the app's lifespan) while clients connect.
+
+    A client may offer the subprotocol ``chatrelay.v1`` (``Sec-WebSocket-Protocol``),
+    which is then selected, or none; a handshake that offers only others is refused
+    with HTTP 400 and the error fields as a JSON body (see the protocol's WebSocket
+    binding).
 
     Args:
         relay: The relay to serve.
@@ -274,6 +282,12 @@ class WebSocketAdapter:
             _logger.info("websocket refused: origin %r is not allowed", origin)
             await websocket.close(CloseCode.POLICY_VIOLATION, "origin_not_allowed")
             return None
+        try:
+            subprotocol = select_subprotocol(websocket.scope.get("subprotocols") or [])
+        except ValueError as exc:
+            _logger.info("websocket refused: %s", exc)
+            await _deny(websocket, 400, "unsupported_subprotocol", str(exc))
+            return None
         token = _bearer(websocket.headers.get("authorization"))
         if token is None:
             token = websocket.query_params.get("token") or None
@@ -290,7 +304,7 @@ class WebSocketAdapter:
                 if token is not None or not isinstance(exc, Unauthorized):
                     await websocket.close(_refusal_code(exc), _truncate(_refusal_reason(exc)))
                     return None
-        await websocket.accept()
+        await websocket.accept(subprotocol=subprotocol)
         if identity is None:
             try:
                 identity = await self._authenticate_by_frame(websocket, query, headers)
@@ -384,6 +398,20 @@ def _size(message: Message) -> int:
 
 def _binary_error() -> InvalidPayload:
     return InvalidPayload("binary frames are not supported; send JSON text frames")
+
+
+async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
+    """Refuse a handshake with an HTTP error whose body is the wire's error fields.
+
+    Servers without the ASGI denial response extension (uvicorn and hypercorn have
+    it) refuse with what a close before accepting gives: HTTP 403, without a body.
+    """
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        body = codec.dumps({"status": status, "code": code, "message": message})
+        response = Response(body, status_code=status, media_type="application/json")
+        await websocket.send_denial_response(response)
+    else:
+        await websocket.close(CloseCode.POLICY_VIOLATION, _truncate(f"{code}: {message}"))
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
