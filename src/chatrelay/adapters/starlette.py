@@ -28,61 +28,45 @@ The adapter runs wherever Starlette runs: on asyncio and on trio (through anyio)
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
-import itertools
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Final
 
 import anyio
-from anyio.abc import TaskGroup
 from starlette.responses import Response
 from starlette.routing import WebSocketRoute
 from starlette.types import Message, Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .. import codec
 from .._auth import Credentials, Identity
-from .._connection import Connection, Outbound
 from .._exceptions import (
-    ConnectionClosed,
     InvalidPayload,
     PayloadTooLarge,
     ProtocolError,
     Unauthorized,
 )
 from .._relay import Relay
-from . import _eager
 from ._origins import OriginPolicy
 from ._wsframes import (
-    ACK_EVENT,
     AUTH_EVENT,
     ack_frame,
     error_frame,
-    event_frame,
     failed_reply,
     parse_auth,
     parse_frame,
     select_subprotocol,
 )
+from ._wssession import Session, binary_error, frame_size, truncate
+from ._wssession import close as _close
 
 __all__ = ["CloseCode", "WebSocketAdapter", "close_code"]
 
 _logger = logging.getLogger("chatrelay.websocket")
 
 _TRANSPORT: Final = "websocket"
-_CLOSE_TIMEOUT: Final = 5.0
-_MAX_REASON_BYTES: Final = 123  # what a close frame has room for
-# What a send raises when the client is gone (the server's, Starlette's, anyio's): the
-# session ends quietly. Anything else is a bug somewhere, logged (see _Session._failed).
-_GONE: Final = (
-    OSError,
-    WebSocketDisconnect,
-    anyio.BrokenResourceError,
-    anyio.ClosedResourceError,
-)
 
 
 class CloseCode(enum.IntEnum):
@@ -134,13 +118,6 @@ def _refusal_code(error: ProtocolError) -> CloseCode:
 
 def _refusal_reason(error: ProtocolError) -> str:
     return f"{error.code}: {error.message}"
-
-
-def _truncate(reason: str) -> str:
-    encoded = reason.encode()
-    if len(encoded) <= _MAX_REASON_BYTES:
-        return reason
-    return encoded[:_MAX_REASON_BYTES].decode(errors="ignore")
 
 
 def _bearer(header: str | None) -> str | None:
@@ -273,7 +250,10 @@ class WebSocketAdapter:
                     await websocket.send_text(error_frame(exc))
                 await _close(websocket, _refusal_code(exc), _refusal_reason(exc))
                 return
-            await _Session(self, websocket, connection, send).run()
+            reason = await Session(self, websocket, connection, send).run()
+            if reason is not None:
+                # The relay (or the reader, through the relay) closed the connection.
+                await _close(websocket, close_code(reason), reason)
 
     async def _admit(self, websocket: WebSocket) -> Identity | None:
         """Check the origin and authenticate; the identity, or ``None`` if refused."""
@@ -302,7 +282,7 @@ class WebSocketAdapter:
                 # Without a token (development mode), the client may still send an
                 # auth frame; a token that was presented and refused ends it here.
                 if token is not None or not isinstance(exc, Unauthorized):
-                    await websocket.close(_refusal_code(exc), _truncate(_refusal_reason(exc)))
+                    await websocket.close(_refusal_code(exc), truncate(_refusal_reason(exc)))
                     return None
         await websocket.accept(subprotocol=subprotocol)
         if identity is None:
@@ -326,7 +306,7 @@ class WebSocketAdapter:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return None
-                size = _size(message)
+                size = frame_size(message)
                 if size > self.max_frame_bytes:
                     _logger.info("websocket closed: a %d-byte frame before auth", size)
                     await _close(websocket, CloseCode.MESSAGE_TOO_BIG, "message_too_big")
@@ -349,7 +329,7 @@ class WebSocketAdapter:
                 if frame_id is not None:
                     await websocket.send_text(ack_frame(frame_id, failed_reply(error)))
                 if token is not None:
-                    reason = _truncate(_refusal_reason(error))
+                    reason = truncate(_refusal_reason(error))
                     await _close(websocket, _refusal_code(error), reason)
                     return None
         _logger.info("websocket closed: no auth frame within %gs", self.auth_timeout)
@@ -362,7 +342,7 @@ class WebSocketAdapter:
         """Judge a frame received before authentication: (error, id, token)."""
         text = message.get("text")
         if text is None:
-            return _binary_error(), None, None
+            return binary_error(), None, None
         frame = parse_frame(text)
         frame_id = frame.id if isinstance(frame.id, int) else None
         if frame.error is not None:
@@ -380,26 +360,6 @@ class WebSocketAdapter:
             return exc, frame_id, None
 
 
-def _on_asyncio() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False  # trio
-    return True
-
-
-def _size(message: Message) -> int:
-    text = message.get("text")
-    if text is not None:
-        return len(text.encode())
-    data = message.get("bytes")
-    return len(data) if data is not None else 0
-
-
-def _binary_error() -> InvalidPayload:
-    return InvalidPayload("binary frames are not supported; send JSON text frames")
-
-
 async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
     """Refuse a handshake with an HTTP error whose body is the wire's error fields.
 
@@ -411,253 +371,4 @@ async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> N
         response = Response(body, status_code=status, media_type="application/json")
         await websocket.send_denial_response(response)
     else:
-        await websocket.close(CloseCode.POLICY_VIOLATION, _truncate(f"{code}: {message}"))
-
-
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
-    """Close the socket if it is still open, waiting a bounded time for a slow peer."""
-    if (
-        websocket.application_state is not WebSocketState.CONNECTED
-        or websocket.client_state is not WebSocketState.CONNECTED
-    ):
-        return
-    with anyio.move_on_after(_CLOSE_TIMEOUT), contextlib.suppress(WebSocketDisconnect):
-        await websocket.close(code, _truncate(reason))
-
-
-class _Session:
-    """One authenticated connection, served by the task that reads it.
-
-    The reader runs in the connection's own (ASGI) task; events come from the
-    relay's fan-out through `_deliver`, in the sender's task. A second task runs
-    only while there is something to wait for: a send that had to wait for the
-    client, or events queued behind it. An idle connection therefore holds one task
-    and no queue, which is most of what a connection costs.
-    """
-
-    __slots__ = (
-        "_adapter",
-        "_asgi_send",
-        "_busy",
-        "_conn",
-        "_draining",
-        "_eager",
-        "_failed_once",
-        "_idle",
-        "_ids",
-        "_pending",
-        "_tg",
-        "_ws",
-    )
-
-    def __init__(
-        self, adapter: WebSocketAdapter, websocket: WebSocket, conn: Connection, send: Send
-    ) -> None:
-        self._adapter = adapter
-        self._ws = websocket
-        # Events go out as ASGI messages: the socket is accepted and stays so while the
-        # session runs, so Starlette's state checks have nothing to add per event.
-        self._asgi_send = send
-        self._conn = conn
-        self._ids = itertools.count(1)
-        # Events that asked for an ack, by the id this connection sent them with.
-        self._pending: dict[str, Outbound] = {}
-        # A send is under way (the reader's ack, the drainer's event, or a direct send
-        # that had to wait): the socket takes one frame at a time.
-        self._busy = False
-        # Made by whoever waits for the send under way; set when it ends.
-        self._idle: anyio.Event | None = None
-        # A drain task is running (or about to): events queue behind it, in order.
-        self._draining = False
-        # asyncio: the direct path sends eagerly. trio: every event goes through the
-        # queue (a trio send cannot be started outside a task).
-        self._eager = _on_asyncio()
-        self._tg: TaskGroup | None = None
-        # A send failed otherwise than by the client leaving: logged once per connection.
-        self._failed_once = False
-
-    async def run(self) -> None:
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            conn = self._conn
-            conn.on_close(tg.cancel_scope.cancel)
-            conn.deliver_directly(self._deliver)
-            if conn.closed:
-                tg.cancel_scope.cancel()
-            elif conn.queued:
-                self._drain_soon()  # sent before the direct path was in place
-            try:
-                await self._read()
-            finally:
-                conn.deliver_directly(None)
-                conn.on_close(None)
-            tg.cancel_scope.cancel()
-        reason = self._conn.close_reason
-        if reason is not None:
-            # The relay (or the reader, through the relay) closed the connection.
-            await _close(self._ws, close_code(reason), reason)
-
-    def _end(self) -> None:
-        """End the session: the client is gone."""
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
-
-    async def _send(self, text: str, item: Outbound | None = None) -> None:
-        # The reader (acks), the drainer (events) and the direct path share the socket.
-        while self._busy:
-            if self._idle is None:
-                self._idle = anyio.Event()
-            await self._idle.wait()
-        self._busy = True
-        try:
-            await self._ws.send_text(text)
-        except _GONE:
-            raise
-        except Exception:
-            self._failed(item)
-        finally:
-            self._sent()
-
-    def _failed(self, item: Outbound | None) -> None:
-        """A send raised something other than "the client is gone": log it, carry on.
-
-        It is not the client's doing (every frame is valid UTF-8 JSON), so the
-        connection stays; only this frame is lost. Logged at ERROR once per
-        connection, with the traceback, so a bug cannot flood the log; an event that
-        asked for an ack is forgotten, as it never reached the client.
-        """
-        if not self._failed_once:
-            self._failed_once = True
-            _logger.exception(
-                "websocket send failed (the connection stays; later failures of it are"
-                " not logged): connection=%s user=%s",
-                self._conn.id,
-                self._conn.user_id,
-            )
-        if item is not None and item.wants_ack:
-            for ack_id in [k for k, v in self._pending.items() if v is item]:
-                del self._pending[ack_id]
-
-    def _sent(self) -> None:
-        self._busy = False
-        idle = self._idle
-        if idle is not None:
-            self._idle = None
-            idle.set()
-
-    def _deliver(self, item: Outbound) -> bool:
-        """The direct path: send an event from the relay's fan-out, in the sender's task.
-
-        A broadcast then costs what sequential ``send_text`` calls cost, with no task
-        woken per recipient. The send runs eagerly, as asyncio's eager tasks do: it
-        usually completes without waiting (the server buffers the frame). If it has
-        to wait for this client, a task of the session finishes it, and later events
-        queue behind it on ``outgoing``, where the relay's bound and slow-consumer
-        policy apply; so a slow client never holds up the others.
-        """
-        if not self._eager or self._busy or self._draining:
-            self._drain_soon()
-            return False
-        try:
-            started = _eager.start(
-                self._asgi_send({"type": "websocket.send", "text": self._encode(item)})
-            )
-        except _GONE:
-            # The client is gone: end the session, as a failed send of the drainer does.
-            _logger.debug("direct send failed: connection=%s", self._conn.id, exc_info=True)
-            self._end()
-            return True
-        except Exception:
-            self._failed(item)
-            return True
-        if started is not None:
-            assert self._tg is not None
-            self._busy = True
-            self._tg.start_soon(self._finish, started, item)
-        return True
-
-    async def _finish(self, started: _eager.Started, item: Outbound) -> None:
-        """Run to its end a send that `_deliver` started and that had to wait."""
-        try:
-            await _eager.finish(started)
-        except _GONE:
-            self._end()
-        except Exception:
-            self._failed(item)
-        finally:
-            self._sent()
-
-    def _drain_soon(self) -> None:
-        """Make sure a task sends what is (about to be) queued on ``outgoing``."""
-        if not self._draining and self._tg is not None:
-            self._draining = True
-            self._tg.start_soon(self._drain)
-
-    async def _drain(self) -> None:
-        """Send the queued events, in order, then end: the direct path takes over."""
-        outgoing = self._conn.outgoing
-        try:
-            while not self._conn.closed:
-                # What is queued already is sent without a checkpoint per event.
-                item = outgoing.receive_nowait()
-                await self._send(self._encode(item), item)
-        except (anyio.WouldBlock, anyio.EndOfStream):
-            pass  # all sent (or closed); the direct path takes over from here
-        except WebSocketDisconnect:
-            self._end()
-        finally:
-            self._draining = False
-
-    def _encode(self, item: Outbound) -> str:
-        if not item.wants_ack:
-            return item.frame()
-        ack_id = str(next(self._ids))
-        self._pending[ack_id] = item
-        if len(self._pending) > self._adapter.max_pending_acks:
-            del self._pending[next(iter(self._pending))]
-        return event_frame(item, ack_id)
-
-    async def _read(self) -> None:
-        """Hand the client's frames to the connection until the client leaves."""
-        try:
-            while True:
-                message = await self._ws.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                if not await self._receive(message):
-                    return  # the connection is closing; run() closes the socket
-        except WebSocketDisconnect:
-            pass  # an ack could not be sent: the client is gone
-        except ConnectionClosed:
-            pass  # the relay closed the connection; run() closes the socket
-
-    async def _receive(self, message: Message) -> bool:
-        size = _size(message)
-        if size > self._adapter.max_frame_bytes:
-            _logger.info(
-                "websocket closed: a %d-byte frame from connection=%s user=%s",
-                size,
-                self._conn.id,
-                self._conn.user_id,
-            )
-            self._conn.close("message_too_big")
-            return False
-        text = message.get("text")
-        if text is None:
-            self._conn.reject(_binary_error())
-            return True
-        frame = parse_frame(text)
-        if frame.error is not None:
-            reply = self._conn.reject(frame.error)
-        elif frame.event == ACK_EVENT:
-            item = self._pending.pop(frame.id, None) if isinstance(frame.id, str) else None
-            if item is not None:
-                await self._conn.acknowledge(item)
-            return True
-        elif frame.event == AUTH_EVENT:
-            reply = self._conn.reject(InvalidPayload("already authenticated", event=AUTH_EVENT))
-        else:
-            reply = await self._conn.handle(frame.event, frame.data, size=size)
-        if isinstance(frame.id, int):
-            await self._send(ack_frame(frame.id, reply))
-        return True
+        await websocket.close(CloseCode.POLICY_VIOLATION, truncate(f"{code}: {message}"))
