@@ -29,6 +29,7 @@ from chatrelay.adapters.starlette import WebSocketAdapter
 from chatrelay.backplanes import MemoryBus
 from chatrelay.demo import create_app
 from chatrelay.testing import MemoryTransport
+from redis_support import fresh_target, shared_or_private_redis
 from socketio_support import TIMEOUT, Client, connect, serve_app
 from ws_support import WsClient, make_app, ws_client
 from ws_support import serving as ws_serving
@@ -264,3 +265,31 @@ async def test_a_send_that_fails_otherwise_is_logged_once_and_the_client_stays(
         assert bob.close_code is None
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert [r.getMessage().split(" (")[0] for r in errors] == ["websocket send failed"]
+
+
+async def test_the_demo_on_redis_stores_and_relays_odd_strings() -> None:
+    with shared_or_private_redis() as redis_url, fresh_target(redis_url) as target:
+        demo = create_app(
+            config=RelayConfig(presence_grace=0.05),
+            redis_url=target.url,
+            redis_prefix=target.prefix,
+        )
+        async with (
+            serve_app(demo.asgi, lifespan=True) as url,
+            httpx.AsyncClient(base_url=url, timeout=TIMEOUT) as api,
+            ws_client(url.replace("http://", "ws://") + "/ws?userId=bob") as bob,
+        ):
+            assert (await bob.request("conversation:join", {"conversationId": "c1"}))["ok"]
+            for text in ODD_STRINGS:
+                body = {"senderId": "alice", "type": "text", "content": {"text": text}}
+                response = await api.post(
+                    "/api/conversations/c1/messages",
+                    content=json.dumps(body),
+                    headers={"content-type": "application/json"},
+                )
+                assert response.status_code == 201, (text, response.text)
+                received = await bob.receive("message:received")
+                assert received["data"]["message"]["content"] == {"text": text}
+            listed = (await api.get("/api/conversations/c1/messages")).json()
+            assert [m["content"]["text"] for m in listed] == ODD_STRINGS
+            assert bob.close_code is None
