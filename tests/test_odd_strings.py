@@ -24,13 +24,15 @@ import pytest
 from starlette.types import Message as ASGIMessage
 from starlette.types import Receive, Scope, Send
 
-from chatrelay import Message, MessageStatus, Relay, RelayConfig, Sender
+from chatrelay import Message, MessageStatus, Outbound, Relay, RelayConfig, Sender
+from chatrelay.adapters.socketio import SocketIOAdapter
 from chatrelay.adapters.starlette import WebSocketAdapter
 from chatrelay.backplanes import MemoryBus
 from chatrelay.demo import create_app
 from chatrelay.testing import MemoryTransport
 from redis_support import fresh_target, shared_or_private_redis
-from socketio_support import TIMEOUT, Client, connect, serve_app
+from socketio_support import TIMEOUT, Client, ClientKind, connect, serve_app
+from socketio_support import serving as sio_serving
 from ws_support import WsClient, make_app, ws_client
 from ws_support import serving as ws_serving
 
@@ -293,3 +295,49 @@ async def test_the_demo_on_redis_stores_and_relays_odd_strings() -> None:
             listed = (await api.get("/api/conversations/c1/messages")).json()
             assert [m["content"]["text"] for m in listed] == ODD_STRINGS
             assert bob.close_code is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "transports"),
+    [("python", ["websocket"]), ("js", ["websocket"]), ("js", ["polling"]), ("js", None)],
+)
+async def test_a_socketio_send_that_fails_is_logged_once_and_the_client_stays(
+    kind: ClientKind,
+    transports: list[str] | None,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    encode = SocketIOAdapter._encode
+
+    def failing_encode(self: SocketIOAdapter, item: Outbound) -> Any:
+        # A bug in the encoding of some events (as the raw surrogates were).
+        if "boom" in item.json:
+            raise ValueError("cannot encode this event")
+        return encode(self, item)
+
+    monkeypatch.setattr(SocketIOAdapter, "_encode", failing_encode)
+    async with (
+        sio_serving() as served,
+        connect(kind, served.url, user="bob", transports=transports) as bob,
+    ):
+        assert (await bob.request("conversation:join", {"conversationId": "c1"}))["ok"]
+        for text in ("boom", "fine", "boom again", "still fine"):
+            message = Message(
+                id=text,
+                conversation_id="c1",
+                sender_id="alice",
+                type="text",
+                content={"text": text},
+                status=MessageStatus.SENT,
+                created_at=datetime(2026, 1, 2, tzinfo=UTC),
+            )
+            with anyio.fail_after(TIMEOUT):
+                await served.relay.message_received(message)
+        for text in ("fine", "still fine"):
+            received = await bob.receive("message:received")
+            assert received.data["message"]["content"] == {"text": text}
+        assert (await bob.request("conversation:leave", {"conversationId": "c1"}))["ok"]
+        assert bob.disconnect_reason is None
+        assert [r.event for r in bob.received] == ["message:received", "message:received"]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage().split(" (")[0] for r in errors] == ["Socket.IO send failed"]

@@ -436,7 +436,13 @@ class SocketIOAdapter:
                     self._send_directly(session, conn, item, session.ws_send)
                     return True
                 if size < _SEND_BUFFER:
-                    queue.put_nowait(self._packet(session, conn, item))
+                    acks = session.acks[-1] if session.acks else None
+                    try:
+                        packet = self._packet(session, conn, item)
+                    except Exception:  # the sink must not raise into the fan-out
+                        self._failed(session, conn, acks)
+                        return True
+                    queue.put_nowait(packet)
                     return True
         session.backlog = True
         return False
