@@ -12,6 +12,7 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
@@ -100,3 +101,29 @@ async def test_alice_and_bob_chat_in_the_browser(browser: Browser) -> None:
         if shots:  # docs/images/demo.png is made this way
             await alice.screenshot(path=str(Path(shots) / "demo.png"))
         assert (await demo.service.messages_of("c1"))[0].status.value == "read"
+
+
+# What a page sees of each WebSocket handshake: the selected subprotocol, or how it
+# failed (a browser fails a handshake whose answer selects none of those it offered).
+_HANDSHAKE = """async ([url, offered]) => await new Promise((resolve) => {
+  const ws = offered === null ? new WebSocket(url) : new WebSocket(url, offered);
+  ws.onopen = () => { resolve({open: true, protocol: ws.protocol}); ws.close(); };
+  ws.onclose = (event) => resolve({open: false, code: event.code});
+})"""
+
+
+async def test_the_browser_negotiates_the_websocket_subprotocol(browser: Browser) -> None:
+    demo = create_app()
+    async with serve_app(demo.asgi, lifespan=True) as url:
+        page = await open_as(browser, url, "alice")
+        ws_url = url.replace("http://", "ws://") + "/ws?userId=alice"
+        cases: list[tuple[list[str] | None, dict[str, object]]] = [
+            (None, {"open": True, "protocol": ""}),
+            (["chatrelay.v1"], {"open": True, "protocol": "chatrelay.v1"}),
+            (["other", "chatrelay.v1"], {"open": True, "protocol": "chatrelay.v1"}),
+            (["other"], {"open": False, "code": 1006}),
+        ]
+        for offered, expected in cases:
+            with anyio.fail_after(WAIT_MS / 1000):
+                seen = await page.evaluate(_HANDSHAKE, [ws_url, offered])
+            assert seen == expected, offered

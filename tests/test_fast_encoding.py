@@ -30,14 +30,57 @@ from chatrelay.events import (
     MessageStatusChanged,
     Sender,
 )
-from test_codec import aware_datetimes, ids, json_values, messages, senders, server_events
+from test_codec import (
+    MESSAGE_FIELDS,
+    aware_datetimes,
+    ids,
+    json_values,
+    messages,
+    senders,
+    server_events,
+)
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, 6000, tzinfo=UTC)
 
 
 def reference_dumps(value: object) -> str:
-    """``codec.dumps`` as it was: ``json.dumps`` with the protocol's options."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    """``codec.dumps`` by the general path: ``json.dumps`` with the protocol's options.
+
+    Lone surrogates, which ``json.dumps`` writes raw with ``ensure_ascii=False`` and
+    UTF-8 cannot encode, become ``\\uXXXX`` escapes, one character at a time.
+    """
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return "".join(f"\\u{ord(c):04x}" if "\ud800" <= c <= "\udfff" else c for c in text)
+
+
+# Strings as any client or application may send them: lone surrogates (high, low, at
+# either end), line and paragraph separators, NUL, astral characters.
+odd_chars = (
+    st.characters()
+    | st.characters(categories=["Cs"])
+    | st.sampled_from(["\u2028", "\u2029", "\x00", "\U0001f600", "\ud83d", "\ude00"])
+)
+# (st.text() would leave the surrogates out whatever its alphabet says.)
+odd_text = st.lists(odd_chars, max_size=10).map("".join)
+odd_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | odd_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(odd_text, inner, max_size=3),
+    max_leaves=8,
+)
+odd_messages = st.builds(
+    Message,
+    id=odd_text,
+    conversation_id=odd_text,
+    sender_id=odd_text,
+    type=odd_text,
+    content=st.dictionaries(odd_text, odd_json, max_size=3),
+    status=st.sampled_from(MessageStatus),
+    created_at=aware_datetimes,
+    extra=st.dictionaries(odd_text.filter(lambda k: k not in MESSAGE_FIELDS), odd_json, max_size=2),
+)
+odd_senders = st.builds(
+    Sender, id=odd_text, name=st.none() | odd_text, avatar_url=st.none() | odd_text
+)
 
 
 def reference_timestamp(value: datetime) -> str:
@@ -124,6 +167,94 @@ def test_dumps_matches_json_dumps(value: object) -> None:
 @given(st.text())
 def test_dumps_of_a_string_matches_json_dumps(value: str) -> None:
     assert codec.dumps(value) == reference_dumps(value)
+
+
+# --- lone surrogates and other odd strings ----------------------------------------------
+
+
+def decodes_as(value: object) -> object:
+    """What a client decodes from any correct JSON text of ``value`` (pairs merge)."""
+    return json.loads(json.dumps(value))
+
+
+@settings(max_examples=300)
+@given(odd_json)
+def test_dumps_escapes_lone_surrogates_and_nothing_else(value: object) -> None:
+    text = codec.dumps(value)
+    assert text == reference_dumps(value)
+    text.encode()  # valid UTF-8, always
+    assert json.loads(text) == decodes_as(value)
+
+
+@given(odd_text)
+def test_dumps_of_an_odd_string(value: str) -> None:
+    text = codec.dumps(value)
+    assert text == reference_dumps(value)
+    assert json.loads(text.encode()) == decodes_as(value)
+
+
+@given(odd_json)
+def test_dumps_of_odd_strings_without_the_c_encoder(value: object) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(codec, "_make_encoder", None)
+        assert codec.dumps(value) == reference_dumps(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ("\ud800", '"\\ud800"'),
+        ("\udfff", '"\\udfff"'),
+        ("a\ud83d", '"a\\ud83d"'),
+        ("\udc00 then text", '"\\udc00 then text"'),
+        ("é\ud800😀", '"é\\ud800😀"'),
+        ({"\ud800": ["\u2028\x00"]}, '{"\\ud800":["\u2028\\u0000"]}'),
+    ],
+)
+def test_dumps_writes_lone_surrogates_as_escapes(value: object, text: str) -> None:
+    assert codec.dumps(value) == text
+
+
+@settings(max_examples=200)
+@given(odd_text, odd_text, st.sampled_from(MessageStatus), odd_text, aware_datetimes)
+def test_status_changed_with_odd_strings_matches_the_general_path(
+    conversation_id: str, message_id: str, status: MessageStatus, user_id: str, at: datetime
+) -> None:
+    data, text = codec._status_changed(conversation_id, message_id, status, user_id, at)
+    general = general_status(conversation_id, message_id, status, user_id, at)
+    assert data == general
+    assert text == reference_dumps(general)
+    assert text is not None
+    text.encode()
+
+
+@settings(max_examples=200)
+@given(odd_messages, st.none() | odd_senders)
+def test_message_received_with_odd_strings_matches_the_general_path(
+    message: Message, sender: Sender | None
+) -> None:
+    data = codec._message_received(message, sender)
+    general = general_received(message, sender)
+    assert data == general
+    item = Outbound("message:received", data)
+    assert item.json == reference_dumps(general)
+    assert json.loads(item.frame().encode()) == {
+        "event": "message:received",
+        "data": decodes_as(general),
+    }
+
+
+@given(st.tuples(odd_text, st.characters(categories=["Cs"]), odd_text).map("".join))
+def test_has_lone_surrogate_finds_them(value: str) -> None:
+    assert codec.has_lone_surrogate(value)
+    assert codec.has_lone_surrogate({"a": [1, {value: None}]})
+    assert codec.has_lone_surrogate([None, value])
+
+
+@given(st.text())
+def test_has_lone_surrogate_passes_text(value: str) -> None:
+    assert not codec.has_lone_surrogate(value)
+    assert not codec.has_lone_surrogate({value: [value, 1, None]})
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,8 @@ REFUSALS: dict[str, tuple[Any, str]] = {
     "missing": (lambda: None, "no token"),
     "empty": (lambda: "", "no token"),
     "garbage": (lambda: "not-a-jwt", "malformed"),
+    "not ascii": (lambda: "é.b.c", "malformed"),
+    "lone surrogate": (lambda: rs256(claims()) + "\ud800", "malformed"),
     "bad signature": (lambda: rs256(claims())[:-4] + "AAAA", "signature"),
     "expired": (lambda: rs256(claims(exp=int(time.time()) - 60)), "expired"),
     "not yet valid": (lambda: rs256(claims(nbf=int(time.time()) + 60)), "not valid yet"),

@@ -310,6 +310,7 @@ async def ws_client(
     *,
     headers: Mapping[str, str] | None = None,
     origin: str | None = None,
+    subprotocols: list[str] | None = None,
 ) -> AsyncIterator[WsClient]:
     """Open a `WsClient` (its reader runs in the background); leaving closes it."""
     with anyio.fail_after(WAIT):
@@ -317,6 +318,7 @@ async def ws_client(
             url,
             additional_headers=dict(headers or {}),
             origin=origin,  # type: ignore[arg-type]
+            subprotocols=subprotocols,  # type: ignore[arg-type]
             compression=None,
             max_size=None,
             open_timeout=WAIT,

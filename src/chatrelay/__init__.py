@@ -27,6 +27,7 @@ from ._exceptions import NotInConversation as NotInConversation
 from ._exceptions import PayloadTooLarge as PayloadTooLarge
 from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import RateLimited as RateLimited
+from ._exceptions import TooManyConnections as TooManyConnections
 from ._exceptions import Unauthorized as Unauthorized
 from ._exceptions import UnknownEvent as UnknownEvent
 from ._limits import TokenBucket as TokenBucket
@@ -92,6 +93,7 @@ __all__ = [
     "RoomStatistics",
     "Sender",
     "TokenBucket",
+    "TooManyConnections",
     "TypingChanged",
     "TypingDebouncer",
     "Unauthorized",

@@ -14,6 +14,11 @@ def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
         raise ValueError(f"{attribute.name} must be > 0, got {value!r}")
 
 
+def _positive_or_none(_: object, attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None:
+        _positive(_, attribute, value)
+
+
 @attrs.frozen(kw_only=True)
 class Limits:
     """Limits that protect the server and the other clients from one connection.
@@ -41,6 +46,15 @@ class Limits:
         burst: Inbound requests a connection may send at once (default 20).
         rate_error_interval: Seconds between two ``rate_limited`` error events to one
             connection (default 1); requests refused in between still fail their ack.
+        max_connections_per_user: Connections one user may hold at once on this
+            relay (default 100; ``None`` for no limit). The limit is per server node,
+            not across the cluster: with N nodes behind a load balancer, a user may
+            hold up to N times as many. A connection past it is refused at admission
+            with status 429, code ``too_many_connections`` (a Socket.IO connect
+            error; on WebSocket an ``error`` frame, then close 1008); the user's other
+            connections stay, and a place frees up as soon as one of them closes.
+            Tabs, devices and reconnects each count, so keep it well above what one
+            person opens.
     """
 
     max_payload_bytes: int = attrs.field(default=16 * 1024, validator=_positive)
@@ -52,6 +66,7 @@ class Limits:
     rate: float = attrs.field(default=10.0, validator=_positive)
     burst: int = attrs.field(default=20, validator=_positive)
     rate_error_interval: float = attrs.field(default=1.0, validator=_positive)
+    max_connections_per_user: int | None = attrs.field(default=100, validator=_positive_or_none)
 
 
 @attrs.frozen(kw_only=True)

@@ -12,6 +12,7 @@ Errors that a client caused carry the fields of the wire ``error`` event::
     │   ├── NotInConversation              409 not_in_conversation
     │   ├── PayloadTooLarge                413 payload_too_large
     │   ├── RateLimited                    429 rate_limited
+    │   ├── TooManyConnections             429 too_many_connections
     │   └── InternalError                  500 internal_error
     ├── ConnectionClosed                   the connection is gone; has ``reason``
     └── BackplaneError                     the backplane refused or lost a publish
@@ -35,6 +36,7 @@ __all__ = [
     "PayloadTooLarge",
     "ProtocolError",
     "RateLimited",
+    "TooManyConnections",
     "Unauthorized",
     "UnknownEvent",
 ]
@@ -119,6 +121,18 @@ class RateLimited(ProtocolError):
 
     status = 429
     code = "rate_limited"
+
+
+class TooManyConnections(ProtocolError):
+    """The user has as many connections as `Limits.max_connections_per_user` allows.
+
+    Raised by `Relay.connect`, before the connection exists: the new one is refused,
+    the user's others stay. Adapters refuse the handshake with it (a Socket.IO
+    connect error, a WebSocket ``error`` frame and close 1008).
+    """
+
+    status = 429
+    code = "too_many_connections"
 
 
 class InternalError(ProtocolError):

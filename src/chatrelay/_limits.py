@@ -1,8 +1,24 @@
-"""Per-connection rate limiting (sans-I/O)."""
+"""Per-connection rate limiting and the per-user connection cap (sans-I/O)."""
 
 from __future__ import annotations
 
-__all__ = ["TokenBucket"]
+from ._exceptions import TooManyConnections
+from ._types import UserId
+
+__all__ = ["TokenBucket", "check_connection_cap"]
+
+
+def check_connection_cap(user: UserId, connections: int, limit: int | None) -> None:
+    """Admit a new connection of ``user``, who holds ``connections`` already, or refuse it.
+
+    Raises:
+        TooManyConnections: If ``limit`` is not ``None`` and ``connections`` reached it.
+    """
+    if limit is not None and connections >= limit:
+        raise TooManyConnections(
+            f"too many connections: {user!r} already has {connections} on this server"
+            f" (the limit is {limit}); close one, such as an unused tab, and retry"
+        )
 
 
 class TokenBucket:

@@ -127,6 +127,11 @@ class PresenceTracker:
         """Every user that is online."""
         return frozenset(self._connections).union(self._leaving)
 
+    def connection_count(self, user: UserId) -> int:
+        """How many live connections ``user`` has."""
+        conns = self._connections.get(user)
+        return 0 if conns is None else len(conns)
+
     def connections(self, user: UserId) -> frozenset[ConnectionId]:
         """The live connections of ``user``."""
         return frozenset(self._connections.get(user, ()))

@@ -40,8 +40,9 @@ from ._exceptions import (
     PayloadTooLarge,
     ProtocolError,
     RateLimited,
+    TooManyConnections,
 )
-from ._limits import TokenBucket
+from ._limits import TokenBucket, check_connection_cap
 from ._presence import PresenceTracker
 from ._rooms import RoomRegistry
 from ._types import ConnectionId, ConversationId, MessageId, NodeId, UserId
@@ -311,6 +312,10 @@ class Relay:
 
         Returns:
             An async context manager whose block drives the connection it enters with.
+
+        Raises:
+            TooManyConnections: On entering, if the user holds
+                ``Limits.max_connections_per_user`` connections on this relay already.
         """
         return _Connected(self, identity, transport)
 
@@ -318,6 +323,14 @@ class Relay:
         self._require_running()
         now = anyio.current_time()
         limits = self.config.limits
+        user = identity.user_id
+        try:
+            # Checked and counted with no await in between: no two can slip in together.
+            count = self._presence.connection_count(user)
+            check_connection_cap(user, count, limits.max_connections_per_user)
+        except TooManyConnections as exc:
+            logger.info("connection refused: transport=%s user=%s %s", transport, user, exc)
+            raise
         conn = Connection(
             self,
             ConnectionId(f"{self.node_id}#{next(self._ids)}"),
@@ -565,8 +578,14 @@ class Relay:
             exclude: A connection not to send it to (the one that caused it); nor the
                 ``typing:stop`` that ending the sender's episode sends.
 
+        Any string of the message may hold any character, lone UTF-16 surrogates
+        included: every transport sends it as a JSON escape, and clients decode the
+        same string.
+
         Raises:
             BackplaneError: If the event is larger than the backplane accepts; nothing
+                was sent then.
+            ValueError: If the conversation id holds a lone UTF-16 surrogate; nothing
                 was sent then.
         """
         self._require_running()
@@ -603,7 +622,8 @@ class Relay:
             exclude: A connection not to send it to.
 
         Raises:
-            ValueError: If ``status`` is not a known status.
+            ValueError: If ``status`` is not a known status, or the conversation id
+                holds a lone UTF-16 surrogate.
             BackplaneError: If the event is larger than the backplane accepts.
         """
         self._require_running()
@@ -659,6 +679,10 @@ class Relay:
     async def _broadcast(
         self, conversation: ConversationId, item: Outbound, exclude: ConnectionId | None
     ) -> None:
+        if codec.has_lone_surrogate(conversation):
+            # No client can be in such a room (requests refuse it), nor can a backplane
+            # name its topic: refused before anything is sent.
+            raise ValueError(f"conversation id {conversation!r} holds an unpaired surrogate")
         payload = None
         if self._shared:
             body = (

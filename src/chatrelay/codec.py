@@ -58,6 +58,7 @@ __all__ = [
     "encode",
     "event_name",
     "format_timestamp",
+    "has_lone_surrogate",
     "make_converter",
     "parse_timestamp",
 ]
@@ -333,11 +334,17 @@ def decode_request(event: object, data: object) -> ClientRequest:
 
     Raises:
         UnknownEvent: If the protocol has no client event of that name.
-        InvalidPayload: If ``data`` does not match the event's payload.
+        InvalidPayload: If ``data`` does not match the event's payload, or holds a
+            lone UTF-16 surrogate (`has_lone_surrogate`).
     """
     if not isinstance(event, str) or event not in CLIENT_EVENTS:
         name = event if isinstance(event, str) else None
         raise UnknownEvent(f"unknown event {event!r}", event=name)
+    if has_lone_surrogate(data):
+        # Valid JSON, but no identifier of the protocol may hold one (see has_lone_surrogate).
+        raise InvalidPayload(
+            "invalid payload: a string holds an unpaired UTF-16 surrogate", event=event
+        )
     return _structure(data, CLIENT_EVENTS[event], event)
 
 
@@ -425,6 +432,8 @@ def _status_changed(
         f'{{"conversationId":{_quote(conversation_id)},"messageId":{_quote(message_id)},'
         f'"status":"{status_text}","userId":{_quote(user_id)},"updatedAt":{_quote(stamp)}}}'
     )
+    if not text.isascii():
+        text = _escape_surrogates(text)
     return data, text
 
 
@@ -494,16 +503,58 @@ _SERVER_NAMES: Final[Mapping[type[Any], str]] = {
 
 
 def dumps(value: object) -> str:
-    """Serialize a JSON-compatible value compactly, refusing NaN and infinities."""
+    r"""Serialize a JSON-compatible value compactly, refusing NaN and infinities.
+
+    Characters other than ASCII are written as they are (the text is sent as UTF-8),
+    except lone UTF-16 surrogates (``"\ud800"``, which JSON allows and UTF-8 cannot
+    encode): those are written as ``\uXXXX`` escapes, so the text is always valid
+    UTF-8 once encoded, and decodes to the same string on every client.
+    """
     if type(value) is str:
-        return _quote(value)  # what the encoder does with a string, minus its set-up
-    if _make_encoder is None:
-        return _ENCODER.encode(value)
-    # What _ENCODER.encode does, without its Python layers: the C encoder, with fresh
-    # markers (circular references) for each value.
-    return "".join(
-        _make_encoder({}, _default, _quote, None, ":", ",", False, False, False)(value, 0)
-    )
+        text = _quote(value)  # what the encoder does with a string, minus its set-up
+    elif _make_encoder is None:
+        text = _ENCODER.encode(value)
+    else:
+        # What _ENCODER.encode does, without its Python layers: the C encoder, with
+        # fresh markers (circular references) for each value.
+        text = "".join(
+            _make_encoder({}, _default, _quote, None, ":", ",", False, False, False)(value, 0)
+        )
+    # isascii() is a flag lookup: ASCII text (the usual case) costs nothing more.
+    return text if text.isascii() else _escape_surrogates(text)
+
+
+# Lone surrogates can only be inside the JSON strings of the text (everything else the
+# encoder writes is ASCII), where a \uXXXX escape stands for the same code unit.
+_SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _escape_surrogate(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def _escape_surrogates(text: str) -> str:
+    r"""``text`` with each lone surrogate replaced by its ``\uXXXX`` escape."""
+    if _SURROGATE_RE.search(text) is None:
+        return text
+    return _SURROGATE_RE.sub(_escape_surrogate, text)
+
+
+def has_lone_surrogate(value: object) -> bool:
+    r"""Tell whether a JSON-compatible value holds a lone UTF-16 surrogate in a string.
+
+    Such strings are valid JSON (``"\ud800"``) but not valid Unicode text: they
+    cannot be encoded as UTF-8, used as keys of most stores, or compared with what
+    other systems hold. The protocol refuses them where they would be identifiers
+    (client requests); message content may hold them (`dumps` escapes them).
+    """
+    if isinstance(value, str):
+        return not value.isascii() and _SURROGATE_RE.search(value) is not None
+    if isinstance(value, dict):
+        return any(has_lone_surrogate(k) or has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(has_lone_surrogate(item) for item in value)
+    return False
 
 
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)

@@ -10,7 +10,7 @@ rules are tested without one.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, NoReturn
 
 import attrs
@@ -23,6 +23,7 @@ from ..events import ErrorEvent, ErrorReply
 __all__ = [
     "ACK_EVENT",
     "AUTH_EVENT",
+    "SUBPROTOCOL",
     "ClientFrame",
     "ack_frame",
     "error_frame",
@@ -30,6 +31,7 @@ __all__ = [
     "failed_reply",
     "parse_auth",
     "parse_frame",
+    "select_subprotocol",
 ]
 
 ACK_EVENT: Final = "ack"
@@ -37,6 +39,9 @@ ACK_EVENT: Final = "ack"
 
 AUTH_EVENT: Final = "auth"
 """The event of a client's first-frame authentication."""
+
+SUBPROTOCOL: Final = "chatrelay.v1"
+"""The WebSocket subprotocol of this binding (``Sec-WebSocket-Protocol``)."""
 
 _FIELDS: Final = frozenset({"event", "data", "id"})
 _DATA_MARK: Final = ',"data":'
@@ -62,14 +67,6 @@ class ClientFrame:
 
 def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not JSON")
-
-
-def _has_lone_surrogate(value: object) -> bool:
-    try:
-        codec.dumps(value).encode()
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def parse_frame(text: str) -> ClientFrame:
@@ -98,8 +95,9 @@ def parse_frame(text: str) -> ClientFrame:
     name = event if isinstance(event, str) else None
     frame_id, id_error = _frame_id(value, name)
     error = id_error or _envelope_error(value, event)
-    if error is None and "\\u" in text and _has_lone_surrogate(value):
-        # An escaped lone surrogate decodes, but cannot be encoded back to UTF-8.
+    if error is None and "\\u" in text and codec.has_lone_surrogate(value):
+        # An escaped lone surrogate decodes, but is no text: refused for every field,
+        # the auth frame's token included, as the core refuses it in any request.
         error = InvalidPayload("the frame contains an unpaired surrogate escape")
     if error is not None:
         return ClientFrame(event=name, id=frame_id, error=error.for_event(name))
@@ -133,6 +131,34 @@ def _envelope_error(value: Mapping[str, Any], event: object) -> ProtocolError | 
     if "data" not in value and event != ACK_EVENT:
         return InvalidPayload("the frame has no 'data'")
     return None
+
+
+def select_subprotocol(offered: Sequence[str]) -> str | None:
+    """Choose the subprotocol to answer a handshake's ``Sec-WebSocket-Protocol`` with.
+
+    A client that offers none gets none; one that offers `SUBPROTOCOL` among others
+    gets it. A browser fails the handshake when the server selects none of the
+    subprotocols it offered, so a client that offers only others is refused.
+
+    Args:
+        offered: The subprotocols the client offered, in its order of preference.
+
+    Returns:
+        `SUBPROTOCOL`, or ``None`` if the client offered none.
+
+    Raises:
+        ValueError: If the client offered subprotocols, none of them this binding's;
+            its message says what the server speaks.
+    """
+    if not offered:
+        return None
+    if SUBPROTOCOL in offered:
+        return SUBPROTOCOL
+    shown = ", ".join(repr(name) for name in offered[:5])
+    raise ValueError(
+        f"unsupported WebSocket subprotocol(s) {shown}: this server speaks"
+        f" {SUBPROTOCOL!r}, or no subprotocol"
+    )
 
 
 def parse_auth(frame: ClientFrame) -> str:

@@ -81,6 +81,9 @@ ASGIApp = Callable[
 _ASGISend = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
 
 _TRANSPORT: Final = "socketio"
+# What a send raises when the client is gone (the server's, anyio's); anything else is
+# a bug somewhere, logged (see SocketIOAdapter._failed).
+_GONE: Final = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
 
 # Engine.IO packets waiting for one client before its pump stops taking events from
 # the relay. Engine.IO's own queue is unbounded; stopping here lets the relay's bounded
@@ -124,6 +127,8 @@ class _Session:
     # Set while a send that the direct path started waits for the client (a task
     # finishes it); the event is set when it is done.
     sending: anyio.Event | None = None
+    # A send failed otherwise than by the client leaving: logged once per connection.
+    failed_once: bool = False
     # Events the pump has handed to engine.io, of those queued on ``outgoing``.
     forwarded: int = 0
     # Made by a request's ack that waits for the pump; set when the pump moves on.
@@ -354,7 +359,12 @@ class SocketIOAdapter:
         eio_sid = self.server.manager.eio_sid_from_sid(sid, self.namespace)
         if not self._client_alive(eio_sid):
             return False
-        session: _Session = await self._tg.start(self._serve, sid, eio_sid, identity)
+        try:
+            session: _Session = await self._tg.start(self._serve, sid, eio_sid, identity)
+        except ProtocolError as exc:
+            # Refused by the relay's admission (too_many_connections), before it
+            # became a connection: a connect error with the wire's error fields.
+            raise _refused(exc) from None
         if not self._accepting or not self._client_alive(eio_sid):
             session.client_gone = True
             session.scope.cancel()
@@ -467,7 +477,13 @@ class SocketIOAdapter:
                     self._send_directly(session, conn, item, session.ws_send)
                     return True
                 if size < _SEND_BUFFER:
-                    queue.put_nowait(self._packet(session, conn, item))
+                    acks = session.acks[-1] if session.acks else None
+                    try:
+                        packet = self._packet(session, conn, item)
+                    except Exception:  # the sink must not raise into the fan-out
+                        self._failed(session, conn, acks)
+                        return True
+                    queue.put_nowait(packet)
                     return True
         session.backlog = True
         return False
@@ -481,24 +497,36 @@ class SocketIOAdapter:
         to wait for the client, a task finishes it, and until then later events go
         through the pump, which waits for it: none overtakes another.
         """
-        message = {"type": "websocket.send", "bytes": None, "text": self._text(session, conn, item)}
+        acks = session.acks[-1] if session.acks else None
         try:
+            message = {
+                "type": "websocket.send",
+                "bytes": None,
+                "text": self._text(session, conn, item),
+            }
             started = _eager.start(send(message))
-        except Exception:
+        except _GONE:
             # The client is gone: engine.io's reader sees it and disconnects it.
             _logger.debug("Socket.IO direct send failed: connection=%s", conn.id, exc_info=True)
+            return
+        except Exception:
+            self._failed(session, conn, acks)
             return
         if started is not None:
             assert self._tg is not None
             session.sending = anyio.Event()
-            self._tg.start_soon(self._finish, session, conn, started)
+            self._tg.start_soon(self._finish, session, conn, started, acks)
 
-    async def _finish(self, session: _Session, conn: Connection, started: _eager.Started) -> None:
+    async def _finish(
+        self, session: _Session, conn: Connection, started: _eager.Started, acks: int | None
+    ) -> None:
         """Run to its end a send that `_send_directly` started and that had to wait."""
         try:
             await _eager.finish(started)
-        except Exception:
+        except _GONE:
             _logger.debug("Socket.IO direct send failed: connection=%s", conn.id, exc_info=True)
+        except Exception:
+            self._failed(session, conn, acks)
         finally:
             done, session.sending = session.sending, None
             if done is not None:
@@ -517,15 +545,42 @@ class SocketIOAdapter:
                     item = await outgoing.receive()
                 if not await self._drain(session, conn):
                     return
-                await self.server.eio.send_packet(
-                    session.eio_sid, self._packet(session, conn, item)
-                )
-                session.forwarded += 1
-                session.notify()
+                acks = session.acks[-1] if session.acks else None
+                try:
+                    packet = self._packet(session, conn, item)
+                    await self.server.eio.send_packet(session.eio_sid, packet)
+                except _GONE:
+                    return  # engine.io's reader sees it and disconnects the client
+                except Exception:
+                    self._failed(session, conn, acks)
+                finally:
+                    # Handed over, or lost: either way it no longer holds back an ack.
+                    session.forwarded += 1
+                    session.notify()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             return
-        except Exception:
-            _logger.exception("Socket.IO send failed: connection=%s", conn.id)
+
+    def _failed(self, session: _Session, conn: Connection, acks: int | None) -> None:
+        """A send raised something other than "the client is gone": log it, carry on.
+
+        It is not the client's doing (every packet is valid UTF-8 JSON), so the
+        connection stays; only this event is lost. Logged at ERROR once per
+        connection, with the traceback, so a bug cannot flood the log; the ack the
+        event asked for, if it registered one, is forgotten, as it never reached the
+        client. Call it from the ``except`` block, with the last of ``session.acks``
+        from before the send (``None`` if there was none).
+        """
+        if not session.failed_once:
+            session.failed_once = True
+            _logger.exception(
+                "Socket.IO send failed (the connection stays; later failures of it are"
+                " not logged): connection=%s user=%s",
+                conn.id,
+                conn.user_id,
+            )
+        callbacks = self.server.manager.callbacks.get(session.sid, {})
+        while session.acks and session.acks[-1] != acks:
+            callbacks.pop(session.acks.pop(), None)
 
     def _packet(self, session: _Session, conn: Connection, item: Outbound) -> Any:
         encoded = item.cached(self._cache_key, self._encode)

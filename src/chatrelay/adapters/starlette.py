@@ -28,53 +28,45 @@ The adapter runs wherever Starlette runs: on asyncio and on trio (through anyio)
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
-import itertools
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Final
 
 import anyio
-from anyio.abc import TaskGroup
+from starlette.responses import Response
 from starlette.routing import WebSocketRoute
 from starlette.types import Message, Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .. import codec
 from .._auth import Credentials, Identity
-from .._connection import Connection, Outbound
 from .._exceptions import (
-    ConnectionClosed,
     InvalidPayload,
     PayloadTooLarge,
     ProtocolError,
     Unauthorized,
 )
 from .._relay import Relay
-from . import _eager
-from ._abort import abort_transport
 from ._origins import OriginPolicy
 from ._wsframes import (
-    ACK_EVENT,
     AUTH_EVENT,
     ack_frame,
     error_frame,
-    event_frame,
     failed_reply,
     parse_auth,
     parse_frame,
+    select_subprotocol,
 )
+from ._wssession import Session, binary_error, close_or_abort, frame_size, truncate
+from ._wssession import close as _close
 
 __all__ = ["CloseCode", "WebSocketAdapter", "close_code"]
 
 _logger = logging.getLogger("chatrelay.websocket")
 
 _TRANSPORT: Final = "websocket"
-_CLOSE_TIMEOUT: Final = 5.0
-# Seconds a client closed by the relay has to answer the close before it is aborted.
-_CLOSE_GRACE: Final = 1.5
-_MAX_REASON_BYTES: Final = 123  # what a close frame has room for
 
 
 class CloseCode(enum.IntEnum):
@@ -128,13 +120,6 @@ def _refusal_reason(error: ProtocolError) -> str:
     return f"{error.code}: {error.message}"
 
 
-def _truncate(reason: str) -> str:
-    encoded = reason.encode()
-    if len(encoded) <= _MAX_REASON_BYTES:
-        return reason
-    return encoded[:_MAX_REASON_BYTES].decode(errors="ignore")
-
-
 def _bearer(header: str | None) -> str | None:
     if header is None:
         return None
@@ -150,6 +135,11 @@ class WebSocketAdapter:
     Add `route` to a Starlette app (or call `serve` from a FastAPI
     ``@app.websocket`` endpoint). The relay must be running (``async with relay:``,
     in the app's lifespan) while clients connect.
+
+    A client may offer the subprotocol ``chatrelay.v1`` (``Sec-WebSocket-Protocol``),
+    which is then selected, or none; a handshake that offers only others is refused
+    with HTTP 400 and the error fields as a JSON body (see the protocol's WebSocket
+    binding).
 
     Args:
         relay: The relay to serve.
@@ -250,8 +240,22 @@ class WebSocketAdapter:
         identity = await self._admit(websocket)
         if identity is None:
             return
-        async with self.relay.connect(identity, transport=_TRANSPORT) as connection:
-            await _Session(self, websocket, connection, send).run()
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                connection = await stack.enter_async_context(
+                    self.relay.connect(identity, transport=_TRANSPORT)
+                )
+            except ProtocolError as exc:
+                # Refused by the relay's admission (too_many_connections): say why, as
+                # a refused auth frame does, then close with 1008 and the reason.
+                with contextlib.suppress(WebSocketDisconnect, OSError):
+                    await websocket.send_text(error_frame(exc))
+                await _close(websocket, _refusal_code(exc), _refusal_reason(exc))
+                return
+            reason = await Session(self, websocket, connection, send).run()
+            if reason is not None:
+                # The relay (or the reader, through the relay) closed the connection.
+                await close_or_abort(websocket, send, close_code(reason), reason)
 
     async def _admit(self, websocket: WebSocket) -> Identity | None:
         """Check the origin and authenticate; the identity, or ``None`` if refused."""
@@ -259,6 +263,12 @@ class WebSocketAdapter:
         if not self.origins.allows(origin):
             _logger.info("websocket refused: origin %r is not allowed", origin)
             await websocket.close(CloseCode.POLICY_VIOLATION, "origin_not_allowed")
+            return None
+        try:
+            subprotocol = select_subprotocol(websocket.scope.get("subprotocols") or [])
+        except ValueError as exc:
+            _logger.info("websocket refused: %s", exc)
+            await _deny(websocket, 400, "unsupported_subprotocol", str(exc))
             return None
         token = _bearer(websocket.headers.get("authorization"))
         if token is None:
@@ -274,9 +284,9 @@ class WebSocketAdapter:
                 # Without a token (development mode), the client may still send an
                 # auth frame; a token that was presented and refused ends it here.
                 if token is not None or not isinstance(exc, Unauthorized):
-                    await websocket.close(_refusal_code(exc), _truncate(_refusal_reason(exc)))
+                    await websocket.close(_refusal_code(exc), truncate(_refusal_reason(exc)))
                     return None
-        await websocket.accept()
+        await websocket.accept(subprotocol=subprotocol)
         if identity is None:
             try:
                 identity = await self._authenticate_by_frame(websocket, query, headers)
@@ -298,7 +308,7 @@ class WebSocketAdapter:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return None
-                size = _size(message)
+                size = frame_size(message)
                 if size > self.max_frame_bytes:
                     _logger.info("websocket closed: a %d-byte frame before auth", size)
                     await _close(websocket, CloseCode.MESSAGE_TOO_BIG, "message_too_big")
@@ -321,7 +331,7 @@ class WebSocketAdapter:
                 if frame_id is not None:
                     await websocket.send_text(ack_frame(frame_id, failed_reply(error)))
                 if token is not None:
-                    reason = _truncate(_refusal_reason(error))
+                    reason = truncate(_refusal_reason(error))
                     await _close(websocket, _refusal_code(error), reason)
                     return None
         _logger.info("websocket closed: no auth frame within %gs", self.auth_timeout)
@@ -334,7 +344,7 @@ class WebSocketAdapter:
         """Judge a frame received before authentication: (error, id, token)."""
         text = message.get("text")
         if text is None:
-            return _binary_error(), None, None
+            return binary_error(), None, None
         frame = parse_frame(text)
         frame_id = frame.id if isinstance(frame.id, int) else None
         if frame.error is not None:
@@ -352,282 +362,15 @@ class WebSocketAdapter:
             return exc, frame_id, None
 
 
-def _on_asyncio() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False  # trio
-    return True
+async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
+    """Refuse a handshake with an HTTP error whose body is the wire's error fields.
 
-
-def _size(message: Message) -> int:
-    text = message.get("text")
-    if text is not None:
-        return len(text.encode())
-    data = message.get("bytes")
-    return len(data) if data is not None else 0
-
-
-def _binary_error() -> InvalidPayload:
-    return InvalidPayload("binary frames are not supported; send JSON text frames")
-
-
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
-    """Close the socket if it is still open, waiting a bounded time for a slow peer."""
-    if (
-        websocket.application_state is not WebSocketState.CONNECTED
-        or websocket.client_state is not WebSocketState.CONNECTED
-    ):
-        return
-    with anyio.move_on_after(_CLOSE_TIMEOUT), contextlib.suppress(WebSocketDisconnect):
-        await websocket.close(code, _truncate(reason))
-
-
-class _Session:
-    """One authenticated connection, served by the task that reads it.
-
-    The reader runs in the connection's own (ASGI) task; events come from the
-    relay's fan-out through `_deliver`, in the sender's task. A second task runs
-    only while there is something to wait for: a send that had to wait for the
-    client, or events queued behind it. An idle connection therefore holds one task
-    and no queue, which is most of what a connection costs.
+    Servers without the ASGI denial response extension (uvicorn and hypercorn have
+    it) refuse with what a close before accepting gives: HTTP 403, without a body.
     """
-
-    __slots__ = (
-        "_adapter",
-        "_asgi_send",
-        "_busy",
-        "_conn",
-        "_drained",
-        "_draining",
-        "_eager",
-        "_idle",
-        "_ids",
-        "_pending",
-        "_tg",
-        "_ws",
-    )
-
-    def __init__(
-        self, adapter: WebSocketAdapter, websocket: WebSocket, conn: Connection, send: Send
-    ) -> None:
-        self._adapter = adapter
-        self._ws = websocket
-        # Events go out as ASGI messages: the socket is accepted and stays so while the
-        # session runs, so Starlette's state checks have nothing to add per event.
-        self._asgi_send = send
-        self._conn = conn
-        self._ids = itertools.count(1)
-        # Events that asked for an ack, by the id this connection sent them with.
-        self._pending: dict[str, Outbound] = {}
-        # A send is under way (the reader's ack, the drainer's event, or a direct send
-        # that had to wait): the socket takes one frame at a time.
-        self._busy = False
-        # Made by whoever waits for the send under way; set when it ends.
-        self._idle: anyio.Event | None = None
-        # A drain task is running (or about to): events queue behind it, in order.
-        self._draining = False
-        # Made by a reply that waits for the drain task; set when that task ends.
-        self._drained: anyio.Event | None = None
-        # asyncio: the direct path sends eagerly. trio: every event goes through the
-        # queue (a trio send cannot be started outside a task).
-        self._eager = _on_asyncio()
-        self._tg: TaskGroup | None = None
-
-    async def run(self) -> None:
-        async with anyio.create_task_group() as tg:
-            self._tg = tg
-            conn = self._conn
-            conn.on_close(tg.cancel_scope.cancel)
-            conn.deliver_directly(self._deliver)
-            if conn.closed:
-                tg.cancel_scope.cancel()
-            elif conn.queued:
-                self._drain_soon()  # sent before the direct path was in place
-            try:
-                await self._read()
-            finally:
-                conn.deliver_directly(None)
-                conn.on_close(None)
-            tg.cancel_scope.cancel()
-        reason = self._conn.close_reason
-        if reason is not None:
-            # The relay (or the reader, through the relay) closed the connection.
-            await self._close(reason)
-
-    async def _close(self, reason: str) -> None:
-        """Close the socket with the relay's reason; abort it if the client does not answer.
-
-        A client that stopped reading (a slow consumer) cannot read a close frame that
-        waits behind what it did not read, and would keep the connection and the
-        server's buffers: if the closing handshake is not over within `_CLOSE_GRACE`
-        seconds, the connection is aborted.
-        """
-        with anyio.move_on_after(_CLOSE_GRACE):
-            await _close(self._ws, close_code(reason), reason)
-            # Any failure to receive means the same here: the client is gone.
-            with contextlib.suppress(Exception):
-                while (await self._ws.receive())["type"] != "websocket.disconnect":
-                    pass  # frames the client sent before it saw the close
-            return
-        if abort_transport(self._asgi_send):
-            _logger.info(
-                "websocket aborted: no answer to its close (%s) within %gs: connection=%s",
-                reason,
-                _CLOSE_GRACE,
-                self._conn.id,
-            )
-
-    def _end(self) -> None:
-        """End the session: the client is gone."""
-        if self._tg is not None:
-            self._tg.cancel_scope.cancel()
-
-    async def _send(self, text: str) -> None:
-        # The reader (acks), the drainer (events) and the direct path share the socket.
-        while self._busy:
-            if self._idle is None:
-                self._idle = anyio.Event()
-            await self._idle.wait()
-        self._busy = True
-        try:
-            await self._ws.send_text(text)
-        finally:
-            self._sent()
-
-    def _sent(self) -> None:
-        self._busy = False
-        idle = self._idle
-        if idle is not None:
-            self._idle = None
-            idle.set()
-
-    def _deliver(self, item: Outbound) -> bool:
-        """The direct path: send an event from the relay's fan-out, in the sender's task.
-
-        A broadcast then costs what sequential ``send_text`` calls cost, with no task
-        woken per recipient. The send runs eagerly, as asyncio's eager tasks do: it
-        usually completes without waiting (the server buffers the frame). If it has
-        to wait for this client, a task of the session finishes it, and later events
-        queue behind it on ``outgoing``, where the relay's bound and slow-consumer
-        policy apply; so a slow client never holds up the others.
-        """
-        if not self._eager or self._busy or self._draining:
-            self._drain_soon()
-            return False
-        try:
-            started = _eager.start(
-                self._asgi_send({"type": "websocket.send", "text": self._encode(item)})
-            )
-        except Exception:
-            # The client is gone: end the session, as a failed send of the drainer does.
-            _logger.debug("direct send failed: connection=%s", self._conn.id, exc_info=True)
-            self._end()
-            return True
-        if started is not None:
-            assert self._tg is not None
-            self._busy = True
-            self._tg.start_soon(self._finish, started)
-        return True
-
-    async def _finish(self, started: _eager.Started) -> None:
-        """Run to its end a send that `_deliver` started and that had to wait."""
-        try:
-            await _eager.finish(started)
-        except (OSError, WebSocketDisconnect):  # the client is gone (server's, Starlette's)
-            self._end()
-        finally:
-            self._sent()
-
-    def _drain_soon(self) -> None:
-        """Make sure a task sends what is (about to be) queued on ``outgoing``."""
-        if not self._draining and self._tg is not None:
-            self._draining = True
-            self._tg.start_soon(self._drain)
-
-    async def _drain(self) -> None:
-        """Send the queued events, in order, then end: the direct path takes over."""
-        outgoing = self._conn.outgoing
-        try:
-            while not self._conn.closed:
-                # What is queued already is sent without a checkpoint per event.
-                item = outgoing.receive_nowait()
-                await self._send(self._encode(item))
-        except (anyio.WouldBlock, anyio.EndOfStream):
-            pass  # all sent (or closed); the direct path takes over from here
-        except WebSocketDisconnect:
-            self._end()
-        finally:
-            self._draining = False
-            drained, self._drained = self._drained, None
-            if drained is not None:
-                drained.set()
-
-    async def _reply(self, text: str) -> None:
-        """Send an ack once every event handed to the connection before it is sent.
-
-        The protocol's ordering rule: an ack never overtakes an earlier event, also
-        when events wait on ``outgoing`` behind a client that reads slowly.
-        """
-        conn = self._conn
-        while (self._draining or conn.queued) and not conn.closed:
-            if not self._draining:
-                self._drain_soon()
-            if self._drained is None:
-                self._drained = anyio.Event()
-            await self._drained.wait()
-        await self._send(text)
-
-    def _encode(self, item: Outbound) -> str:
-        if not item.wants_ack:
-            return item.frame()
-        ack_id = str(next(self._ids))
-        self._pending[ack_id] = item
-        if len(self._pending) > self._adapter.max_pending_acks:
-            del self._pending[next(iter(self._pending))]
-        return event_frame(item, ack_id)
-
-    async def _read(self) -> None:
-        """Hand the client's frames to the connection until the client leaves."""
-        try:
-            while True:
-                message = await self._ws.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                if not await self._receive(message):
-                    return  # the connection is closing; run() closes the socket
-        except WebSocketDisconnect:
-            pass  # an ack could not be sent: the client is gone
-        except ConnectionClosed:
-            pass  # the relay closed the connection; run() closes the socket
-
-    async def _receive(self, message: Message) -> bool:
-        size = _size(message)
-        if size > self._adapter.max_frame_bytes:
-            _logger.info(
-                "websocket closed: a %d-byte frame from connection=%s user=%s",
-                size,
-                self._conn.id,
-                self._conn.user_id,
-            )
-            self._conn.close("message_too_big")
-            return False
-        text = message.get("text")
-        if text is None:
-            self._conn.reject(_binary_error())
-            return True
-        frame = parse_frame(text)
-        if frame.error is not None:
-            reply = self._conn.reject(frame.error)
-        elif frame.event == ACK_EVENT:
-            item = self._pending.pop(frame.id, None) if isinstance(frame.id, str) else None
-            if item is not None:
-                await self._conn.acknowledge(item)
-            return True
-        elif frame.event == AUTH_EVENT:
-            reply = self._conn.reject(InvalidPayload("already authenticated", event=AUTH_EVENT))
-        else:
-            reply = await self._conn.handle(frame.event, frame.data, size=size)
-        if isinstance(frame.id, int):
-            await self._reply(ack_frame(frame.id, reply))
-        return True
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        body = codec.dumps({"status": status, "code": code, "message": message})
+        response = Response(body, status_code=status, media_type="application/json")
+        await websocket.send_denial_response(response)
+    else:
+        await websocket.close(CloseCode.POLICY_VIOLATION, truncate(f"{code}: {message}"))

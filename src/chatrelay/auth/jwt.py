@@ -117,6 +117,10 @@ class JWTAuthenticator(Authenticator):
             token = token[7:].strip()
         if not token:
             raise Unauthorized("no token was presented")
+        if not token.isascii():
+            # A JWT is base64url and dots; PyJWT would fail to encode a lone surrogate
+            # (valid in a JSON string) with an error of its own, not a refusal.
+            raise Unauthorized("the token is malformed")
         try:
             claims = jwt.decode(
                 token,

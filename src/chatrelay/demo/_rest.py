@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse as _StarletteJSON
 from starlette.routing import Route
 
 from .. import codec
@@ -16,6 +16,18 @@ from ._service import DemoService
 from ._store import StoreUnavailable
 
 __all__ = ["rest_routes"]
+
+
+class JSONResponse(_StarletteJSON):
+    """Starlette's JSON response, written by `codec.dumps`.
+
+    Starlette's own writes lone UTF-16 surrogates raw and fails to encode them (a 500
+    for a message that was stored and sent); a message may hold one, so the API
+    writes what the transports write: a JSON escape.
+    """
+
+    def render(self, content: Any) -> bytes:
+        return codec.dumps(content).encode()
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:

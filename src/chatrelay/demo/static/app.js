@@ -38,12 +38,17 @@ let reconnectDelay = 500;
 
 // Browsers cannot set headers on a WebSocket; a token goes in the first frame rather
 // than the URL, which servers and proxies write to their access logs.
+// The binding's subprotocol is optional; offering it is what a versioned client does.
+const SUBPROTOCOLS = ["chatrelay.v1"];
+
 async function openSocket() {
   const config = await api("GET", "/api/config");
   const base = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
-  if (config.auth !== "jwt") return {ws: new WebSocket(`${base}?userId=${encodeURIComponent(me)}`)};
+  if (config.auth !== "jwt") {
+    return {ws: new WebSocket(`${base}?userId=${encodeURIComponent(me)}`, SUBPROTOCOLS)};
+  }
   const {token} = await api("POST", "/api/login", {userId: me});
-  return {ws: new WebSocket(base), token};
+  return {ws: new WebSocket(base, SUBPROTOCOLS), token};
 }
 
 function request(event, data) {
