@@ -29,6 +29,10 @@ class Limits:
         burst: Inbound requests a connection may send at once (default 20).
         rate_error_interval: Seconds between two ``rate_limited`` error events to one
             connection (default 1); requests refused in between still fail their ack.
+        auth_timeout: Seconds a client has, once its transport is open, to
+            authenticate (default 10): a WebSocket client to send its ``auth`` frame,
+            a Socket.IO client to join a namespace. Past it the transport is closed.
+            The adapters take it from here unless given their own.
     """
 
     max_payload_bytes: int = attrs.field(default=16 * 1024, validator=_positive)
@@ -36,6 +40,7 @@ class Limits:
     rate: float = attrs.field(default=10.0, validator=_positive)
     burst: int = attrs.field(default=20, validator=_positive)
     rate_error_interval: float = attrs.field(default=1.0, validator=_positive)
+    auth_timeout: float = attrs.field(default=10.0, validator=_positive)
 
 
 @attrs.frozen(kw_only=True)

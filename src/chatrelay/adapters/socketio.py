@@ -62,6 +62,7 @@ from .._exceptions import ConnectionClosed, InternalError, ProtocolError
 from .._relay import Relay
 from ..events import ErrorEvent, ErrorReply
 from . import _eager
+from ._sio_guard import PacketGuard, QuietLibraryLog
 
 __all__ = ["ASGIApp", "SocketIOAdapter"]
 
@@ -154,6 +155,17 @@ class SocketIOAdapter:
             (native apps, scripts) are not checked: authentication is what stops
             them. Only for the server the adapter makes; configure your own
             server's ``cors_allowed_origins`` yourself.
+        auth_timeout: Seconds a client has, from opening its engine.io connection, to
+            join a namespace (be authenticated); past it the connection is closed, as
+            is one left in no namespace for that long. Default: the relay's
+            ``Limits.auth_timeout`` (10).
+
+    A client's packets are checked before python-socketio handles them (see
+    ``docs/topics/limits.md``): a malformed one closes its connection, a ``CONNECT``
+    to a namespace no handler serves is refused. On a ``server`` of your own this
+    holds for all its namespaces, and a client is closed only if it joined none of
+    them in time; its loggers stay as you set them (the adapter's own server logs
+    python-socketio's and engine.io's errors once, then at most one line per 10 s).
 
     Attributes:
         relay: The relay it serves.
@@ -173,9 +185,14 @@ class SocketIOAdapter:
         server: Any = None,
         namespace: str = "/messages",
         allowed_origins: str | Sequence[str] | None = None,
+        auth_timeout: float | None = None,
     ) -> None:
         if not namespace.startswith("/"):
             raise ValueError(f"a Socket.IO namespace starts with '/', not {namespace!r}")
+        if auth_timeout is None:
+            auth_timeout = relay.config.limits.auth_timeout
+        if auth_timeout <= 0:
+            raise ValueError(f"auth_timeout must be > 0, got {auth_timeout!r}")
         self._owns_server = server is None
         if server is None:
             origins = (
@@ -186,9 +203,12 @@ class SocketIOAdapter:
             server = socketio.AsyncServer(
                 async_mode="asgi",
                 cors_allowed_origins=origins,
-                # Their logs would add noise per event, and packet logs show tokens.
-                logger=False,
-                engineio_logger=False,
+                # Their INFO logs would add noise per event, and packet logs show
+                # tokens; their errors, a traceback per bad packet (see _sio_guard).
+                logger=QuietLibraryLog("chatrelay.socketio.library"),
+                engineio_logger=QuietLibraryLog("chatrelay.socketio.library"),
+                # Only the chat's namespace: python-socketio accepts "/" by default.
+                namespaces=[namespace],
             )
         elif allowed_origins is not None:
             raise ValueError(
@@ -214,6 +234,7 @@ class SocketIOAdapter:
         server.on("connect", self._on_connect, namespace=namespace)
         server.on("disconnect", self._on_disconnect, namespace=namespace)
         server.on("*", self._on_event, namespace=namespace)
+        self._guard = PacketGuard(server, namespace=namespace, handshake_timeout=auth_timeout)
 
     def asgi_app(
         self, other_asgi_app: ASGIApp | None = None, *, socketio_path: str = "socket.io"
@@ -248,6 +269,7 @@ class SocketIOAdapter:
         async with AsyncExitStack() as stack:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             self._stack = stack.pop_all()
+        self._guard.start(self._tg)
         self._accepting = True
         return self
 
@@ -269,6 +291,7 @@ class SocketIOAdapter:
         if self._stack is None or not self._accepting:
             return
         self._accepting = False
+        self._guard.stop()
         # Each connection leaves the relay, then its task disconnects the client.
         for session in list(self._sessions.values()):
             session.scope.cancel()
@@ -327,6 +350,7 @@ class SocketIOAdapter:
         # From here python-socketio queues the CONNECT packet without yielding, so the
         # pump, which waits for this, cannot send an event before it.
         session.admitted.set()
+        self._guard.joined(eio_sid)
         return True
 
     async def _on_disconnect(self, sid: str, *args: Any) -> Any:
@@ -389,6 +413,8 @@ class SocketIOAdapter:
                     await self._pump(session, conn)
         finally:
             del self._sessions[sid]
+            # In no namespace now, the client has the handshake timeout to join again.
+            self._guard.left(eio_sid)
         # The relay closed the connection (outgoing ended), or the adapter is closing.
         if not session.client_gone:
             # Shielded: this runs when the adapter closes under cancellation too. It
