@@ -34,6 +34,7 @@ from .. import codec
 
 __all__ = [
     "MAX_ATTACHMENTS",
+    "MAX_DEPTH",
     "PacketGuard",
     "QuietLibraryLog",
     "close_transport",
@@ -41,6 +42,11 @@ __all__ = [
 ]
 
 _logger = logging.getLogger("chatrelay.socketio")
+
+# How deep a packet's JSON may nest. chatrelay's requests nest three levels; python-
+# socketio and the relay walk a payload recursively, and must never meet Python's
+# recursion limit on a client's behalf.
+MAX_DEPTH: Final = 32
 
 # Binary attachments one packet may announce. chatrelay's requests are JSON and
 # carry none; the bound keeps a client from having the server wait for billions.
@@ -63,10 +69,17 @@ def _is_event_name(value: object) -> bool:
     return isinstance(value, str | int | float) and not isinstance(value, bool)
 
 
+def _too_deep(value: object, depth: int = 0) -> bool:
+    if isinstance(value, list | dict):
+        if depth >= MAX_DEPTH:
+            return True
+        items = value.values() if isinstance(value, dict) else value
+        return any(_too_deep(item, depth + 1) for item in items)
+    return False
+
+
 def _placeholders_fit(value: object, attachments: int, depth: int = 0) -> bool:
     """Whether every ``{"_placeholder": true, "num": n}`` in ``value`` names an attachment."""
-    if depth > 64:
-        return False  # deeper than any request; python-socketio would recurse into it
     if isinstance(value, list):
         return all(_placeholders_fit(item, attachments, depth + 1) for item in value)
     if isinstance(value, dict):
@@ -81,7 +94,8 @@ def packet_problem(packet: Any, *, namespace: str) -> str | None:
     """What makes a decoded Socket.IO packet malformed, or ``None`` if it is not.
 
     The rules are the reference parser's (socket.io-parser's ``isPayloadValid``),
-    plus python-socketio's needs: a binary packet announces 1 to `MAX_ATTACHMENTS`
+    plus python-socketio's needs: JSON nests at most `MAX_DEPTH` levels, a binary
+    packet announces 1 to `MAX_ATTACHMENTS`
     attachments, each of its placeholders names one of them.
 
     Args:
@@ -90,6 +104,8 @@ def packet_problem(packet: Any, *, namespace: str) -> str | None:
     """
     kind = packet.packet_type
     data = packet.data
+    if _too_deep(data):
+        return f"JSON nested deeper than {MAX_DEPTH} levels"
     if kind == _CONNECT:
         return None if data is None or isinstance(data, dict) else "CONNECT data is not an object"
     if kind == _DISCONNECT:
@@ -111,7 +127,7 @@ def packet_problem(packet: Any, *, namespace: str) -> str | None:
     return None
 
 
-async def close_transport(server: Any, eio_sid: str) -> None:
+async def close_transport(eio: Any, eio_sid: str) -> None:
     """Close a client's engine.io connection for real, without waiting for the client.
 
     Engine.io's ``disconnect`` waits until the client has taken what is queued for
@@ -120,7 +136,6 @@ async def close_transport(server: Any, eio_sid: str) -> None:
     ``CLOSE`` on its poll, then 400 for the session). The disconnect handlers run
     (python-socketio's, then the adapter's) as for any close.
     """
-    eio = server.eio
     socket = eio.sockets.get(eio_sid)
     if socket is None:
         return
@@ -205,6 +220,11 @@ class PacketGuard:
 
     async def _on_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         self._peers[eio_sid] = _Peer()
+        socket = self._server.eio.sockets.get(eio_sid)
+        if socket is not None:
+            # Engine.io logs a traceback for a long-polling POST it cannot decode and
+            # keeps the session; this socket class closes it instead (no new state).
+            socket.__class__ = _checked_socket(type(socket))
         result = await self._eio_connect(eio_sid, environ)
         if result is None or result is True:
             self._arm(eio_sid)
@@ -306,7 +326,7 @@ class PacketGuard:
             }
             head = "2" if self._namespace == "/" else f"2{self._namespace},"
             self._queue(eio_sid, head + codec.dumps(["error", error]))
-        await close_transport(self._server, eio_sid)
+        await close_transport(self._server.eio, eio_sid)
 
     def _arm(self, eio_sid: str) -> None:
         peer = self._peers.get(eio_sid)
@@ -332,7 +352,7 @@ class PacketGuard:
                 )
                 peer.closing = True
                 try:
-                    await close_transport(self._server, eio_sid)
+                    await close_transport(self._server.eio, eio_sid)
                 except Exception:
                     # Runs in the adapter's task group: never take it down.
                     _logger.exception("Socket.IO close failed: eio_sid=%s", eio_sid)
@@ -368,6 +388,34 @@ def _checked_websocket(base: type[Any]) -> type[Any]:
             return data
 
     return CheckedWebSocket
+
+
+_CHECKED_SOCKETS: dict[type[Any], type[Any]] = {}
+
+
+def _checked_socket(base: type[Any]) -> type[Any]:
+    """Engine.io's socket class, whose long-polling POST closes the session on garbage."""
+    if getattr(base, "_chatrelay_checked", False):
+        return base
+    checked = _CHECKED_SOCKETS.get(base)
+    if checked is None:
+
+        class CheckedSocket(base):  # type: ignore[misc]
+            _chatrelay_checked = True
+
+            async def handle_post_request(self, environ: dict[str, Any]) -> None:
+                try:
+                    await super().handle_post_request(environ)
+                except engineio.exceptions.ContentTooLongError:
+                    raise  # engine.io answers 400 and closes, as it should
+                except Exception:
+                    # Undecodable, or a packet type a client does not send. Closed
+                    # here: engine.io would log a traceback, or wait for the client.
+                    _logger.info("Socket.IO connection closed: malformed engine.io payload")
+                    await close_transport(self.server, self.sid)
+
+        checked = _CHECKED_SOCKETS[base] = CheckedSocket
+    return checked
 
 
 def _is_engineio_packet(text: str) -> bool:

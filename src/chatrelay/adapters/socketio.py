@@ -131,6 +131,25 @@ class _Encoded:
     text: str  # that packet as engine.io writes it on a WebSocket: "4" + head + body
 
 
+class _Dispatch(socketio.AsyncNamespace):  # type: ignore[misc]
+    """Hands every event of the namespace to the adapter, whatever its name.
+
+    (A catch-all handler, ``server.on("*")``, would get an event named ``"*"``
+    without its name, and the adapter would take its payload for the client's sid.)
+    """
+
+    def __init__(self, adapter: SocketIOAdapter, namespace: str) -> None:
+        super().__init__(namespace)
+        self._adapter = adapter
+
+    async def trigger_event(self, event: Any, *args: Any) -> Any:
+        if event == "connect":
+            return await self._adapter._on_connect(*args)
+        if event == "disconnect":
+            return await self._adapter._on_disconnect(*args)
+        return await self._adapter._on_event(event, *args)
+
+
 class SocketIOAdapter:
     """Attaches a relay to a python-socketio ``AsyncServer``.
 
@@ -231,9 +250,7 @@ class SocketIOAdapter:
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._accepting = False
-        server.on("connect", self._on_connect, namespace=namespace)
-        server.on("disconnect", self._on_disconnect, namespace=namespace)
-        server.on("*", self._on_event, namespace=namespace)
+        server.register_namespace(_Dispatch(self, namespace))
         self._guard = PacketGuard(server, namespace=namespace, handshake_timeout=auth_timeout)
 
     def asgi_app(
