@@ -341,3 +341,13 @@ def test_the_libraries_errors_are_logged_once_then_coalesced(
     [record] = caplog.records
     assert record.exc_info is not None  # the first one keeps its traceback, once
     assert not log.isEnabledFor(logging.INFO)
+
+
+def test_messages_of_many_kinds_share_one_budget_past_a_bound(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    log = QuietLibraryLog("chatrelay.socketio.library", interval=3600)
+    for n in range(3000):
+        log.error(f"session {n} failed")
+    assert len(caplog.records) == 257

@@ -458,6 +458,9 @@ def _is_engineio_packet(text: str) -> bool:
     return text[0] in "0123456"
 
 
+_MAX_KEYS: Final = 256
+
+
 class QuietLibraryLog(logging.LoggerAdapter[logging.Logger]):
     """The logger the adapter gives python-socketio and engine.io for its own server.
 
@@ -476,11 +479,12 @@ class QuietLibraryLog(logging.LoggerAdapter[logging.Logger]):
         if level < logging.ERROR:
             return
         key = str(msg)
+        if key not in self._seen and len(self._seen) >= _MAX_KEYS:
+            key = ""  # past so many kinds of message, all others share one budget
         now = time.monotonic()
         last = self._seen.get(key)
         if last is None:
-            if len(self._seen) < 256:
-                self._seen[key] = (now, 0)
+            self._seen[key] = (now, 0)
             self.logger.log(level, msg, *args, **kwargs)
             return
         stamp, skipped = last
