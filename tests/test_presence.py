@@ -275,3 +275,54 @@ def test_presence_state_machine() -> None:
         PresenceMachine,
         settings=settings(max_examples=100, stateful_step_count=50, deadline=None),
     )
+
+
+def test_last_seen_is_remembered_for_a_bounded_time_and_number_of_users() -> None:
+    tracker = PresenceTracker(grace=1, last_seen_ttl=100, last_seen_limit=50)
+    # A stream of distinct users, one a second, each online for a moment.
+    for n in range(10_000):
+        user, conn = f"u{n}", ConnectionId(f"c{n}")
+        tracker.connect(user, conn, now=n)
+        tracker.disconnect(user, conn, now=n + 0.5)
+        tracker.expire(now=n + 1.5)
+        assert len(tracker._last_seen) <= 50
+    assert tracker.last_seen("u9999") == 9999.5
+    assert tracker.last_seen("u9950") == 9950.5  # the 50 most recent
+    assert tracker.last_seen("u9949") is None  # forgotten: answered as never seen
+    # By age: a day later, once a grace period ends, only the newest is remembered.
+    tracker.connect("late", ConnectionId("l"), now=90_000)
+    tracker.disconnect("late", ConnectionId("l"), now=90_000)
+    assert tracker.expire(now=90_001) == [offline("late", 90_000)]
+    assert tracker._last_seen == {"late": 90_000}
+    # A user who goes offline again moves to the newest end.
+    tracker.connect("u9999", ConnectionId("x"), now=90_010)
+    tracker.disconnect("u9999", ConnectionId("x"), now=90_010)
+    tracker.expire(now=90_011)
+    assert list(tracker._last_seen) == ["late", "u9999"]
+
+
+def test_the_default_bounds_hold_for_many_distinct_users() -> None:
+    tracker = PresenceTracker(grace=0)
+    assert (tracker.last_seen_ttl, tracker.last_seen_limit) == (3600, 10_000)
+    # 30,000 users in 50 minutes: the count bounds them.
+    for n in range(30_000):
+        user, conn = f"u{n}", ConnectionId("c")
+        tracker.connect(user, conn, now=n * 0.1)
+        tracker.disconnect(user, conn, now=n * 0.1)
+        tracker.expire(now=n * 0.1)
+    assert len(tracker._last_seen) == 10_000
+    # 1,000 users an hour from then on: the age bounds them.
+    for n in range(1_000):
+        user, conn = f"v{n}", ConnectionId("c")
+        now = 3000 + 3600 + n * 3.6
+        tracker.connect(user, conn, now=now)
+        tracker.disconnect(user, conn, now=now)
+        tracker.expire(now=now)
+    assert len(tracker._last_seen) <= 1_001
+
+
+def test_last_seen_bounds_are_not_negative() -> None:
+    with pytest.raises(ValueError, match="last_seen"):
+        PresenceTracker(grace=1, last_seen_ttl=-1)
+    with pytest.raises(ValueError, match="last_seen"):
+        PresenceTracker(grace=1, last_seen_limit=-1)

@@ -55,6 +55,10 @@ class Limits:
             connections stay, and a place frees up as soon as one of them closes.
             Tabs, devices and reconnects each count, so keep it well above what one
             person opens.
+        auth_timeout: Seconds a client has, once its transport is open, to
+            authenticate (default 10): a WebSocket client to send its ``auth`` frame,
+            a Socket.IO client to join a namespace. Past it the transport is closed.
+            The adapters take it from here unless given their own.
     """
 
     max_payload_bytes: int = attrs.field(default=16 * 1024, validator=_positive)
@@ -67,6 +71,7 @@ class Limits:
     burst: int = attrs.field(default=20, validator=_positive)
     rate_error_interval: float = attrs.field(default=1.0, validator=_positive)
     max_connections_per_user: int | None = attrs.field(default=100, validator=_positive_or_none)
+    auth_timeout: float = attrs.field(default=10.0, validator=_positive)
 
 
 @attrs.frozen(kw_only=True)

@@ -37,18 +37,37 @@ class PresenceTracker:
     depends on time takes ``now``, and `next_deadline` tells the caller when to
     call `expire`.
 
+    It remembers when users went offline (`last_seen`) for a bounded time and number
+    of users, so that a server that sees a million distinct users in a month does not
+    keep a million entries: a user offline for longer than ``last_seen_ttl``, or pushed
+    out by ``last_seen_limit`` users who went offline after it, is forgotten, and
+    `last_seen` answers ``None`` for it as for a user never seen. (The ``lastSeen``
+    of a ``user:offline`` event does not depend on it: it is the time of the
+    disconnect itself.)
+
     Args:
         grace: Seconds a user stays online after its last connection closed.
+        last_seen_ttl: Seconds a user's last-seen time is remembered after it went
+            offline (default one hour).
+        last_seen_limit: The most users whose last-seen time is remembered; past it
+            the one offline the longest is forgotten first (default 10,000).
     """
 
-    def __init__(self, *, grace: float) -> None:
+    def __init__(
+        self, *, grace: float, last_seen_ttl: float = 3600.0, last_seen_limit: int = 10_000
+    ) -> None:
         if grace < 0:
             raise ValueError("grace must be >= 0")
+        if last_seen_ttl < 0 or last_seen_limit < 0:
+            raise ValueError("last_seen_ttl and last_seen_limit must be >= 0")
         self.grace = grace
+        self.last_seen_ttl = last_seen_ttl
+        self.last_seen_limit = last_seen_limit
         self._connections: dict[UserId, set[ConnectionId]] = {}
         # user -> (deadline, last seen) while inside the grace period
         self._leaving: dict[UserId, tuple[float, float]] = {}
         self._deadlines: list[tuple[float, UserId]] = []
+        # user -> when it went offline, oldest first (users go offline in time order)
         self._last_seen: dict[UserId, float] = {}
 
     def connect(self, user: UserId, connection: ConnectionId, now: float) -> PresenceChanged | None:
@@ -101,9 +120,24 @@ class PresenceTracker:
             if leaving is None or leaving[0] != deadline:
                 continue  # reconnected, or a later disconnect set a new deadline
             del self._leaving[user]
+            self._last_seen.pop(user, None)  # to the end: the newest
             self._last_seen[user] = leaving[1]
             changes.append(PresenceChanged(user_id=user, online=False, at=leaving[1]))
+        if changes:
+            self._forget(now)
         return changes
+
+    def _forget(self, now: float) -> None:
+        """Forget the last-seen times beyond the bounds, oldest first."""
+        seen = self._last_seen
+        while len(seen) > self.last_seen_limit:
+            del seen[next(iter(seen))]
+        horizon = now - self.last_seen_ttl
+        while seen:
+            oldest = next(iter(seen))
+            if seen[oldest] >= horizon:
+                break
+            del seen[oldest]
 
     def next_deadline(self) -> float | None:
         """When `expire` next has something to do, or ``None``."""
@@ -139,7 +173,9 @@ class PresenceTracker:
     def last_seen(self, user: UserId) -> float | None:
         """When ``user`` was last seen, if it went offline since this tracker started.
 
-        ``None`` for a user that is online or was never seen.
+        ``None`` for a user that is online, was never seen, or was forgotten (see the
+        class: offline for longer than ``last_seen_ttl`` when `expire` last ran, or
+        one of more than ``last_seen_limit`` users).
         """
         if self.is_online(user):
             return None

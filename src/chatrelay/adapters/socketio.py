@@ -63,6 +63,7 @@ from .._relay import Relay
 from ..events import ErrorEvent, ErrorReply
 from . import _eager
 from ._abort import abort_transport
+from ._sio_guard import PacketGuard, QuietLibraryLog
 
 __all__ = ["ASGIApp", "SocketIOAdapter"]
 
@@ -151,6 +152,25 @@ class _Encoded:
     text: str  # that packet as engine.io writes it on a WebSocket: "4" + head + body
 
 
+class _Dispatch(socketio.AsyncNamespace):  # type: ignore[misc]
+    """Hands every event of the namespace to the adapter, whatever its name.
+
+    (A catch-all handler, ``server.on("*")``, would get an event named ``"*"``
+    without its name, and the adapter would take its payload for the client's sid.)
+    """
+
+    def __init__(self, adapter: SocketIOAdapter, namespace: str) -> None:
+        super().__init__(namespace)
+        self._adapter = adapter
+
+    async def trigger_event(self, event: Any, *args: Any) -> Any:
+        if event == "connect":
+            return await self._adapter._on_connect(*args)
+        if event == "disconnect":
+            return await self._adapter._on_disconnect(*args)
+        return await self._adapter._on_event(event, *args)
+
+
 class SocketIOAdapter:
     """Attaches a relay to a python-socketio ``AsyncServer``.
 
@@ -175,6 +195,17 @@ class SocketIOAdapter:
             (native apps, scripts) are not checked: authentication is what stops
             them. Only for the server the adapter makes; configure your own
             server's ``cors_allowed_origins`` yourself.
+        auth_timeout: Seconds a client has, from opening its engine.io connection, to
+            join a namespace (be authenticated); past it the connection is closed, as
+            is one left in no namespace for that long. Default: the relay's
+            ``Limits.auth_timeout`` (10).
+
+    A client's packets are checked before python-socketio handles them (see
+    ``docs/topics/limits.md``): a malformed one closes its connection, a ``CONNECT``
+    to a namespace no handler serves is refused. On a ``server`` of your own this
+    holds for all its namespaces, and a client is closed only if it joined none of
+    them in time; its loggers stay as you set them (the adapter's own server logs
+    python-socketio's and engine.io's errors once, then at most one line per 10 s).
 
     Attributes:
         relay: The relay it serves.
@@ -194,9 +225,14 @@ class SocketIOAdapter:
         server: Any = None,
         namespace: str = "/messages",
         allowed_origins: str | Sequence[str] | None = None,
+        auth_timeout: float | None = None,
     ) -> None:
         if not namespace.startswith("/"):
             raise ValueError(f"a Socket.IO namespace starts with '/', not {namespace!r}")
+        if auth_timeout is None:
+            auth_timeout = relay.config.limits.auth_timeout
+        if auth_timeout <= 0:
+            raise ValueError(f"auth_timeout must be > 0, got {auth_timeout!r}")
         self._owns_server = server is None
         if server is None:
             origins = (
@@ -207,9 +243,12 @@ class SocketIOAdapter:
             server = socketio.AsyncServer(
                 async_mode="asgi",
                 cors_allowed_origins=origins,
-                # Their logs would add noise per event, and packet logs show tokens.
-                logger=False,
-                engineio_logger=False,
+                # Their INFO logs would add noise per event, and packet logs show
+                # tokens; their errors, a traceback per bad packet (see _sio_guard).
+                logger=QuietLibraryLog("chatrelay.socketio.library"),
+                engineio_logger=QuietLibraryLog("chatrelay.socketio.library"),
+                # Only the chat's namespace: python-socketio accepts "/" by default.
+                namespaces=[namespace],
             )
         elif allowed_origins is not None:
             raise ValueError(
@@ -237,9 +276,8 @@ class SocketIOAdapter:
         self._upgrade_sends: dict[str, _ASGISend] = {}
         payload = engineio.payload.Payload
         payload.max_decode_packets = max(payload.max_decode_packets, _MAX_DECODE_PACKETS)
-        server.on("connect", self._on_connect, namespace=namespace)
-        server.on("disconnect", self._on_disconnect, namespace=namespace)
-        server.on("*", self._on_event, namespace=namespace)
+        server.register_namespace(_Dispatch(self, namespace))
+        self._guard = PacketGuard(server, namespace=namespace, handshake_timeout=auth_timeout)
 
     def asgi_app(
         self, other_asgi_app: ASGIApp | None = None, *, socketio_path: str = "socket.io"
@@ -287,6 +325,7 @@ class SocketIOAdapter:
         async with AsyncExitStack() as stack:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             self._stack = stack.pop_all()
+        self._guard.start(self._tg)
         self._accepting = True
         return self
 
@@ -308,6 +347,7 @@ class SocketIOAdapter:
         if self._stack is None or not self._accepting:
             return
         self._accepting = False
+        self._guard.stop()
         # Each connection leaves the relay, then its task disconnects the client.
         for session in list(self._sessions.values()):
             session.scope.cancel()
@@ -374,6 +414,7 @@ class SocketIOAdapter:
         # From here python-socketio queues the CONNECT packet without yielding, so the
         # pump, which waits for this, cannot send an event before it.
         session.admitted.set()
+        self._guard.joined(eio_sid)
         return True
 
     async def _on_disconnect(self, sid: str, *args: Any) -> Any:
@@ -439,7 +480,9 @@ class SocketIOAdapter:
                     await self._pump(session, conn)
         finally:
             del self._sessions[sid]
-        session.notify()
+            session.notify()
+            # In no namespace now, the client has the handshake timeout to join again.
+            self._guard.left(eio_sid)
         # The relay closed the connection (outgoing ended), or the adapter is closing.
         if not session.client_gone:
             # Shielded: this runs when the adapter closes under cancellation too; it

@@ -155,7 +155,8 @@ class WebSocketAdapter:
             ``Origin`` they like anyway. Set it to ``False`` when only browsers
             connect.
         auth_timeout: Seconds a client that connected without credentials has to send
-            its ``auth`` frame before it is closed with 1008 (default 10).
+            its ``auth`` frame before it is closed with 1008 (default: the relay's
+            ``Limits.auth_timeout``, 10).
         max_frame_bytes: The hard limit on a frame, in bytes: a larger frame closes
             the connection with 1009. Defaults to four times the relay's
             ``Limits.max_payload_bytes`` (frames between the two are answered with
@@ -177,7 +178,7 @@ class WebSocketAdapter:
         *,
         allowed_origins: Iterable[str] | None = None,
         allow_missing_origin: bool = True,
-        auth_timeout: float = 10.0,
+        auth_timeout: float | None = None,
         max_frame_bytes: int | None = None,
         max_pending_acks: int | None = None,
     ) -> None:
@@ -196,6 +197,8 @@ class WebSocketAdapter:
             )
         if max_pending_acks is None:
             max_pending_acks = relay.config.limits.pending_acks
+        if auth_timeout is None:
+            auth_timeout = relay.config.limits.auth_timeout
         if auth_timeout <= 0 or max_pending_acks <= 0:
             raise ValueError("auth_timeout and max_pending_acks must be > 0")
         self.relay = relay
