@@ -132,7 +132,7 @@ class Node:
         if op == "members":
             return sorted(self.relay.members(command["conversation"]))
         if op == "nodes":
-            return sorted(self.relay._cluster.nodes())
+            return sorted(self.relay._hub.cluster.nodes())
         if op == "statistics":
             return json.loads(json.dumps(attrs.asdict(self.relay.statistics())))
         raise ValueError(f"unknown op {op!r}")

@@ -16,7 +16,7 @@ import pytest
 
 from chatrelay import ClusterView, Delivery, NodeId, Relay, RelayConfig
 from chatrelay._cluster import NodeState
-from chatrelay._relay import CONTROL_TOPIC
+from chatrelay._nodes import CONTROL_TOPIC
 from chatrelay.backplanes import MemoryBackplane, MemoryBus, encode_envelope
 from chatrelay.testing import MemoryClient, MemoryTransport
 from relay_helpers import (

@@ -30,7 +30,7 @@ CAPPED = RelayConfig(presence_grace=0.05, limits=Limits(max_connections_per_user
 
 
 def connections_of(relay: Relay, user: str) -> int:
-    return relay._presence.connection_count(user)
+    return relay._hub.presence.connection_count(user)
 
 
 def test_the_default_limit_and_its_validation() -> None:

@@ -459,7 +459,7 @@ async def listening(relay: Relay, conversation: str, users: list[str]) -> AsyncI
                 return True
 
             conn.deliver_directly(sink)
-            relay._rooms.join(conn.id, conn.user_id, conversation)
+            relay._hub.rooms.join(conn.id, conn.user_id, conversation)
         try:
             yield got
         finally:

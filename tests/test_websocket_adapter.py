@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-import chatrelay._connection
+import chatrelay._outbound
 import chatrelay.codec
 from chatrelay import Delivery, Limits, Message, MessageStatus, Relay, RelayConfig, allow_all
 from chatrelay.adapters.starlette import WebSocketAdapter
@@ -408,7 +408,7 @@ def test_broadcast_is_encoded_once(
         encoded.append(value)
         return real_dumps(value)
 
-    monkeypatch.setattr(chatrelay._connection, "dumps", counting_dumps)
+    monkeypatch.setattr(chatrelay._outbound, "dumps", counting_dumps)
     sessions = [client.websocket_connect(f"/ws?userId=u{i}") for i in range(4)]
     for ws in sessions:
         ws.__enter__()

@@ -182,6 +182,10 @@ class ClusterView:
         """The nodes known to be alive."""
         return frozenset(self._nodes)
 
+    def state_of(self, node: NodeId) -> NodeState | None:
+        """What ``node`` reported, if it is known (treat it as read-only)."""
+        return self._nodes.get(node)
+
     def is_online(self, user: UserId) -> bool:
         """Tell whether ``user`` is online on another node (or inside a goodbye grace)."""
         return user in self._leaving or any(user in s.online for s in self._nodes.values())

@@ -3,28 +3,24 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 import attrs
 
 from ._auth import Identity
 from ._limits import TokenBucket
+from ._outbound import Outbound
 from ._outgoing import OutgoingStream
 from ._types import ConnectionId, ConversationId, MessageId, UserId
-from .codec import dumps
 
 if TYPE_CHECKING:
     from ._exceptions import ProtocolError
-    from ._relay import Relay
 
-__all__ = ["Connection", "Delivery", "Outbound"]
+__all__ = ["Connection", "ConnectionOwner", "Delivery", "Outbound"]
 
 _T = TypeVar("_T")
-
-# What `Outbound.size` adds for the framing around name and payload ({"event":…}).
-_FRAMING = 20
 
 
 @attrs.frozen(kw_only=True)
@@ -44,98 +40,25 @@ class Delivery:
     connection_id: ConnectionId
 
 
-@attrs.frozen(kw_only=True)
-class _AckContext:
-    conversation_id: ConversationId
-    message_id: MessageId
-    sender_id: UserId
+class ConnectionOwner(Protocol):
+    """What a `Connection` asks of the relay that made it."""
 
+    async def handle_request(
+        self, conn: Connection, event: object, data: object, size: int | None
+    ) -> dict[str, Any]:
+        """Handle a request of ``conn``; return its ack."""
 
-class Outbound:
-    """One server event on its way to clients, encoded once for all its recipients.
+    def reject_request(self, conn: Connection, error: ProtocolError) -> dict[str, Any]:
+        """Answer a request of ``conn`` that its adapter could not decode."""
 
-    Adapters read `event` and `json` (the payload serialized once) and wrap
-    them in their framing; an event with `wants_ack` asks the client for an ack,
-    which the adapter reports with `Connection.acknowledge`.
+    async def acknowledge(self, conn: Connection, item: Outbound) -> None:
+        """``conn``'s client acknowledged ``item``."""
 
-    Attributes:
-        event: The wire event name.
-        data: The JSON-compatible payload (treat it as read-only: it is shared).
-    """
+    def connection_closed(self, conn: Connection) -> None:
+        """``conn`` closed (whoever closed it): forget it soon."""
 
-    __slots__ = ("_ack", "_acked", "_cache", "_frame", "_json", "_size", "data", "event")
-
-    def __init__(
-        self,
-        event: str,
-        data: Mapping[str, Any],
-        *,
-        json: str | None = None,
-        ack: _AckContext | None = None,
-    ) -> None:
-        self.event = event
-        self.data = data
-        self._json = json
-        self._frame: str | None = None
-        self._ack = ack
-        self._acked: set[UserId] | None = None
-        self._cache: dict[str, Any] | None = None
-        self._size = 0
-
-    @property
-    def size(self) -> int:
-        """About how many bytes the event takes on the wire: its name and payload.
-
-        Counted in characters of JSON (computed once), which is what bounds a
-        connection's queue (`Limits.outgoing_bytes`); the framing of each transport
-        adds a few bytes more.
-        """
-        if not self._size:
-            self._size = len(self.json) + len(self.event) + _FRAMING
-        return self._size
-
-    @property
-    def json(self) -> str:
-        """The payload as compact JSON text, serialized on first use and then shared."""
-        if self._json is None:
-            self._json = dumps(self.data)
-        return self._json
-
-    @property
-    def wants_ack(self) -> bool:
-        """Whether clients are asked to acknowledge this event (``message:received``)."""
-        return self._ack is not None
-
-    def frame(self) -> str:
-        """The JSON text frame ``{"event": …, "data": …}``, built once and then shared."""
-        if self._frame is None:
-            self._frame = f'{{"event":{dumps(self.event)},"data":{self.json}}}'
-        return self._frame
-
-    def cached(self, key: str, build: Callable[[Outbound], _T]) -> _T:
-        """Return ``build(self)``, built on first use for ``key`` and then shared.
-
-        Adapters keep their own encoding of the event here, so that a broadcast is
-        encoded once however many recipients it has.
-
-        Args:
-            key: Names the encoding, unique per adapter and its settings
-                (``"socketio:/messages"``, say).
-            build: Makes the encoding from this event.
-
-        Returns:
-            What ``build`` returned, the first time it was called for ``key``.
-        """
-        if self._cache is None:
-            self._cache = {}
-        try:
-            value: _T = self._cache[key]
-        except KeyError:
-            value = self._cache[key] = build(self)
-        return value
-
-    def __repr__(self) -> str:
-        return f"Outbound({self.event!r}, {self.data!r})"
+    def slow_consumer(self, conn: Connection) -> None:
+        """What waits for ``conn`` passed its bound: close it as a slow consumer."""
 
 
 class Connection:
@@ -169,7 +92,7 @@ class Connection:
 
     def __init__(
         self,
-        relay: Relay,
+        relay: ConnectionOwner,
         connection_id: ConnectionId,
         identity: Identity,
         *,
@@ -249,11 +172,11 @@ class Connection:
         Raises:
             ConnectionClosed: If the connection was closed.
         """
-        return await self._relay._handle(self, event, data, size)
+        return await self._relay.handle_request(self, event, data, size)
 
     async def acknowledge(self, item: Outbound) -> None:
         """Report that the client acknowledged ``item`` (an event that wanted an ack)."""
-        await self._relay._acknowledge(self, item)
+        await self._relay.acknowledge(self, item)
 
     def reject(self, error: ProtocolError) -> dict[str, Any]:
         """Answer a request that the adapter could not decode, as `handle` would.
@@ -270,7 +193,7 @@ class Connection:
             The ack payload ``{"ok": false, "error": {…}}``, to send if the client
             asked for an ack.
         """
-        return self._relay._reject(self, error)
+        return self._relay.reject_request(self, error)
 
     def deliver_directly(self, sink: Callable[[Outbound], bool] | None) -> None:
         """Let the adapter take events as they are sent, before they are queued.
@@ -313,7 +236,7 @@ class Connection:
             self.close_reason = reason
             if self._outgoing is not None:
                 self._outgoing.end()
-            self._relay._schedule_close(self)
+            self._relay.connection_closed(self)
             callback = self._on_close
             if callback is not None:
                 self._on_close = None
@@ -335,7 +258,7 @@ class Connection:
             outgoing = self._make_queue()
         try:
             if not outgoing.put(item):
-                self._relay._slow_consumer(self)
+                self._relay.slow_consumer(self)
         except anyio.ClosedResourceError:
             # The adapter stopped reading: the client is going away.
             self.close("client_disconnected")

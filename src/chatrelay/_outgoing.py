@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import ObjectReceiveStream
 from anyio.lowlevel import checkpoint
 
-if TYPE_CHECKING:
-    from ._connection import Outbound
+from ._outbound import Outbound
 
 __all__ = ["OutgoingStream"]
 

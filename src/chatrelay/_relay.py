@@ -5,69 +5,31 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Awaitable, Callable, Collection, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, Self
 
 import anyio
-import attrs
 from anyio.abc import TaskGroup
 
 from . import codec
 from ._auth import Authenticator, Credentials, DevelopmentAuthenticator, Identity
-from ._backplane import (
-    Backplane,
-    BackplaneGap,
-    BackplaneHealth,
-    BackplaneMessage,
-    BackplaneStatistics,
-    decode_envelope,
-    encode_envelope,
-)
-from ._cluster import ClusterView, NodeState
+from ._backplane import Backplane
 from ._config import RelayConfig
-from ._connection import Connection, Delivery, Outbound, _AckContext
-from ._debounce import TypingChanged, TypingDebouncer
-from ._exceptions import (
-    BackplaneError,
-    ConnectionClosed,
-    Forbidden,
-    InternalError,
-    InvalidPayload,
-    NotInConversation,
-    PayloadTooLarge,
-    ProtocolError,
-    RateLimited,
-    TooManyConnections,
-)
+from ._connection import Connection
+from ._effects import EffectRunner
+from ._exceptions import InternalError, ProtocolError, TooManyConnections
+from ._hooks import AudienceHook, DeliveryHook, JoinAuthorizer, allow_all
+from ._hub import Hub
 from ._limits import TokenBucket, check_connection_cap
-from ._presence import PresenceTracker
-from ._rooms import RoomRegistry
+from ._nodes import CONTROL_TOPIC
+from ._outbound import Outbound, _AckContext
+from ._requests import Requests
+from ._statistics import Counters, RelayStatistics
 from ._types import ConnectionId, ConversationId, MessageId, NodeId, UserId
 from .backplanes import LocalBackplane
-from .events import (
-    ClientRequest,
-    ErrorEvent,
-    ErrorReply,
-    JoinConversation,
-    JoinReply,
-    LeaveConversation,
-    LeaveReply,
-    Message,
-    MessageStatus,
-    OkReply,
-    Reply,
-    Sender,
-    SyncRequired,
-    TypingIndicator,
-    TypingStart,
-    TypingStop,
-    TypingUser,
-    UserOffline,
-    UserOnline,
-)
+from .events import Message, MessageStatus, Sender
 
 __all__ = [
     "AudienceHook",
@@ -79,74 +41,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("chatrelay")
-
-JoinAuthorizer = Callable[[Identity, ConversationId], Awaitable[bool]]
-"""``async (identity, conversation_id) -> bool``: may this user join that room?"""
-
-DeliveryHook = Callable[[Delivery], Awaitable[None]]
-"""``async (delivery) -> None``: a recipient's client acknowledged a message."""
-
-AudienceHook = Callable[[UserId], Awaitable[Collection[UserId]]]
-"""``async (user_id) -> user ids``: who is told that this user came online or went offline."""
-
-CONTROL_TOPIC: Final = "chatrelay:control"
-ROOM_TOPIC_PREFIX: Final = "chatrelay:room:"
-
-
-def _room_topic(conversation: ConversationId) -> str:
-    return f"{ROOM_TOPIC_PREFIX}{conversation}"
-
-
-async def allow_all(identity: Identity, conversation_id: ConversationId) -> bool:
-    """A join authorizer that lets every authenticated user join every conversation.
-
-    Pass it explicitly (``authorize_join=allow_all``) to use it in production mode.
-    """
-    return True
-
-
-@attrs.frozen(kw_only=True)
-class RelayStatistics:
-    """A snapshot of what a relay is doing.
-
-    Attributes:
-        node_id: This relay's node id.
-        connections: Open connections on this node.
-        rooms: Rooms with a connection on this node.
-        online_users: Users online in the whole cluster.
-        nodes: Other nodes this node hears from.
-        slow_consumers: Connections closed because they did not keep up.
-        rate_limited: Requests refused by rate limits.
-        failed_requests: Requests answered with an ``error``, rate limits included.
-        backplane_errors: Publishes to the backplane that failed.
-        healthy: Whether the backplane is connected (a health check can report
-            "degraded" while it is not).
-        resyncs: ``sync:required`` events sent, because room events from other
-            nodes were lost.
-        backplane: The backplane's own counters.
-    """
-
-    node_id: NodeId
-    connections: int
-    rooms: int
-    online_users: int
-    nodes: int
-    slow_consumers: int
-    rate_limited: int
-    failed_requests: int
-    backplane_errors: int
-    healthy: bool = True
-    resyncs: int = 0
-    backplane: BackplaneStatistics = attrs.field(factory=BackplaneStatistics)
-
-
-@attrs.define
-class _Counters:
-    slow_consumers: int = 0
-    rate_limited: int = 0
-    failed_requests: int = 0
-    backplane_errors: int = 0
-    resyncs: int = 0
 
 
 class Relay:
@@ -209,13 +103,36 @@ class Relay:
         self._backplane = backplane if backplane is not None else LocalBackplane()
         self._shared = self._backplane.shared
         self.node_id: NodeId = self._backplane.node_id
-        self._rooms = RoomRegistry()
-        self._presence = PresenceTracker(grace=config.presence_grace)
-        self._typing = TypingDebouncer(timeout=config.typing_timeout)
-        self._cluster = ClusterView(node_timeout=config.node_timeout, grace=config.presence_grace)
+        self._hub = Hub(
+            node_id=self.node_id,
+            typing_timeout=config.typing_timeout,
+            presence_grace=config.presence_grace,
+            node_timeout=config.node_timeout,
+        )
         self._connections: dict[ConnectionId, Connection] = {}
+        self._counters = Counters()
+        self._effects = EffectRunner(
+            hub=self._hub,
+            backplane=self._backplane,
+            connections=self._connections,
+            counters=self._counters,
+            presence_audience=presence_audience,
+            hook_timeout=config.hook_timeout,
+            heartbeat_interval=config.heartbeat_interval,
+            wake=self._wake,
+            clock=self._clock,
+            wall_clock=self._wall_clock,
+        )
+        self._requests = Requests(
+            config=config,
+            hub=self._hub,
+            counters=self._counters,
+            carry_out=self._effects.carry_out,
+            authorize_join=self._authorize_join,
+            on_delivered=self._on_delivered,
+            clock=self._clock,
+        )
         self._ids = itertools.count(1)
-        self._counters = _Counters()
         self._to_close: list[Connection] = []
         self._wakeup = anyio.Event()
         self._stack: AsyncExitStack | None = None
@@ -232,9 +149,9 @@ class Relay:
             self._tg = await stack.enter_async_context(anyio.create_task_group())
             if self._shared:
                 await self._backplane.subscribe(CONTROL_TOPIC)
-                self._tg.start_soon(self._listen)
-                self._tg.start_soon(self._heartbeat)
-                await self._publish_control("sync", {"target": None})
+                self._tg.start_soon(self._effects.listen)
+                self._tg.start_soon(self._effects.heartbeat)
+                await self._effects.carry_out(self._hub.hello())
             self._tg.start_soon(self._run_timers)
             self._running = True
             self._stack = stack.pop_all()
@@ -257,8 +174,7 @@ class Relay:
             for conn in list(self._connections.values()):
                 conn.close("server_shutdown")
                 await self._forget(conn)
-            if self._shared:
-                await self._publish_control("bye", {})
+            await self._effects.carry_out(self._hub.goodbye())
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
         # The task group was entered in __aenter__: leave it outside any new scope.
@@ -321,12 +237,12 @@ class Relay:
 
     async def _open(self, identity: Identity, transport: str) -> Connection:
         self._require_running()
-        now = anyio.current_time()
+        now = self._clock()
         limits = self.config.limits
         user = identity.user_id
         try:
             # Checked and counted with no await in between: no two can slip in together.
-            count = self._presence.connection_count(user)
+            count = self._hub.presence.connection_count(user)
             check_connection_cap(user, count, limits.max_connections_per_user)
         except TooManyConnections as exc:
             logger.info("connection refused: transport=%s user=%s %s", transport, user, exc)
@@ -341,15 +257,11 @@ class Relay:
             bucket=TokenBucket(rate=limits.rate, burst=limits.burst, now=now),
         )
         self._connections[conn.id] = conn
-        change = self._presence.connect(conn.user_id, conn.id, now)
+        effects = self._hub.connect(conn.id, user, identity.name, now)
         # From here on the connection is known: forget it however this ends, even if
         # cancelled while announcing it (the audience hook may be slow).
         try:
-            if change is not None:
-                online_elsewhere = self._cluster.is_online(conn.user_id)
-                await self._publish_control("presence", {"userId": conn.user_id, "online": True})
-                if not online_elsewhere:
-                    await self._announce(UserOnline(user_id=conn.user_id), exclude=conn.id)
+            await self._effects.carry_out(effects)
         except BaseException:
             await self._release(conn)
             raise
@@ -368,20 +280,15 @@ class Relay:
         """Remove a closed connection from rooms, typing and presence (idempotent)."""
         if self._connections.pop(conn.id, None) is None:
             return
-        for change in self._typing.disconnect(conn.id):
-            await self._typing_changed(change, exclude=conn.id)
-        for conversation in self._rooms.rooms_of(conn.id):
-            await self._leave_room(conn, conversation)
-        self._presence.disconnect(conn.user_id, conn.id, anyio.current_time())
-        self._wake()
+        await self._effects.carry_out(self._hub.disconnect(conn.id, conn.user_id, self._clock()))
 
-    def _schedule_close(self, conn: Connection) -> None:
+    def connection_closed(self, conn: Connection) -> None:
         # Connection.close calls this once, before the connection can be forgotten
         # (_forget only ever runs on closed connections); _forget is idempotent anyway.
         self._to_close.append(conn)
         self._wake()
 
-    def _slow_consumer(self, conn: Connection) -> None:
+    def slow_consumer(self, conn: Connection) -> None:
         self._counters.slow_consumers += 1
         logger.warning(
             "closing slow consumer: connection=%s user=%s queued=%d events, %d bytes",
@@ -394,169 +301,19 @@ class Relay:
 
     # --- inbound requests ------------------------------------------------------------
 
-    async def _handle(
+    # The connections' owner (`chatrelay._connection.ConnectionOwner`): requests go to
+    # the request handler; closes and overflows are the relay's.
+
+    async def handle_request(
         self, conn: Connection, event: object, data: object, size: int | None
     ) -> dict[str, Any]:
-        if conn.closed:
-            raise ConnectionClosed(conn.close_reason or "closed")
-        name = event if isinstance(event, str) else None
-        now = anyio.current_time()
-        try:
-            self._check_size(data, size)
-            self._take_token(conn, now)
-            request = codec.decode_request(event, data)
-            reply = await self._dispatch(conn, request, now)
-        except ProtocolError as exc:
-            return self._fail(conn, exc.for_event(name), now)
-        except ConnectionClosed:
-            raise  # closed while handling (say, during authorize_join): nobody to answer
-        except Exception:
-            logger.exception(
-                "request failed: event=%s connection=%s user=%s", name, conn.id, conn.user_id
-            )
-            return self._fail(conn, InternalError("the server failed", event=name), now)
-        return codec.encode(reply)
+        return await self._requests.handle(conn, event, data, size)
 
-    def _check_size(self, data: object, size: int | None) -> None:
-        if size is None:
-            try:
-                size = len(codec.dumps(data).encode())
-            except (TypeError, ValueError):
-                raise InvalidPayload("payload is not JSON-compatible") from None
-        limit = self.config.limits.max_payload_bytes
-        if size > limit:
-            raise PayloadTooLarge(f"payload of {size} bytes exceeds the limit of {limit}")
+    def reject_request(self, conn: Connection, error: ProtocolError) -> dict[str, Any]:
+        return self._requests.reject(conn, error)
 
-    def _reject(self, conn: Connection, exc: ProtocolError) -> dict[str, Any]:
-        now = anyio.current_time()
-        try:
-            self._take_token(conn, now)
-        except RateLimited as limited:
-            exc = limited.for_event(exc.event)
-        return self._fail(conn, exc, now)
-
-    def _take_token(self, conn: Connection, now: float) -> None:
-        if not conn._bucket.take(now):
-            self._counters.rate_limited += 1
-            raise RateLimited("too many requests; slow down")
-
-    def _fail(self, conn: Connection, exc: ProtocolError, now: float) -> dict[str, Any]:
-        self._counters.failed_requests += 1
-        error = ErrorEvent(status=exc.status, code=exc.code, message=exc.message, event=exc.event)
-        quiet = False
-        if isinstance(exc, RateLimited):
-            # One rate_limited error a second at most, so a flood is not answered by one.
-            quiet = now - conn._last_rate_error < self.config.limits.rate_error_interval
-            if not quiet:
-                conn._last_rate_error = now
-        if not quiet:
-            logger.info(
-                "request failed: event=%s status=%d code=%s connection=%s user=%s message=%s",
-                exc.event,
-                exc.status,
-                exc.code,
-                conn.id,
-                conn.user_id,
-                exc.message,
-            )
-            conn._push(Outbound("error", codec.encode(error)))
-        return codec.encode(ErrorReply(error=error))
-
-    async def _dispatch(self, conn: Connection, request: ClientRequest, now: float) -> Reply:
-        conversation = request.conversation_id
-        if isinstance(request, JoinConversation):
-            if not self._rooms.is_in(conn.id, conversation):
-                try:
-                    with anyio.fail_after(self.config.hook_timeout):
-                        allowed = await self._authorize_join(conn.identity, conversation)
-                except TimeoutError:
-                    logger.exception(
-                        "authorize_join did not answer within %gs: connection=%s user=%s"
-                        " conversation=%s",
-                        self.config.hook_timeout,
-                        conn.id,
-                        conn.user_id,
-                        conversation,
-                    )
-                    raise InternalError(
-                        "the server could not check your access in time; try again"
-                    ) from None
-                if conn.closed:
-                    raise ConnectionClosed(conn.close_reason or "closed")
-                if allowed is not True:
-                    raise Forbidden(f"you may not join conversation {conversation!r}")
-                await self._join_room(conn, conversation)
-            return JoinReply(
-                conversation_id=conversation,
-                members=sorted(self.members(conversation)),
-                typing=sorted(self.typing_users(conversation)),
-            )
-        if not self._rooms.is_in(conn.id, conversation):
-            raise NotInConversation(f"join conversation {conversation!r} first")
-        if isinstance(request, LeaveConversation):
-            change = self._typing.leave(conn.id, conversation)
-            if change is not None:
-                await self._typing_changed(change, exclude=conn.id)
-            await self._leave_room(conn, conversation)
-            return LeaveReply(conversation_id=conversation)
-        if request.user_id is not None and request.user_id != conn.user_id:
-            raise Forbidden("userId does not match the authenticated user")
-        if isinstance(request, TypingStart):
-            change = self._typing.start(conversation, conn.user_id, conn.id, now)
-            self._wake()
-        else:
-            assert isinstance(request, TypingStop)
-            change = self._typing.stop(conversation, conn.user_id, conn.id)
-        if change is not None:
-            await self._typing_changed(change, exclude=conn.id)
-        return OkReply()
-
-    async def _join_room(self, conn: Connection, conversation: ConversationId) -> None:
-        first_here = not self._rooms.connections(conversation)
-        new_member = not self._rooms.is_member(conn.user_id, conversation)
-        self._rooms.join(conn.id, conn.user_id, conversation)
-        if first_here and self._shared:
-            await self._backplane.subscribe(_room_topic(conversation))
-        if new_member:
-            await self._publish_control(
-                "member", {"conversationId": conversation, "userId": conn.user_id, "joined": True}
-            )
-
-    async def _leave_room(self, conn: Connection, conversation: ConversationId) -> None:
-        self._rooms.leave(conn.id, conversation)
-        if not self._rooms.is_member(conn.user_id, conversation):
-            await self._publish_control(
-                "member", {"conversationId": conversation, "userId": conn.user_id, "joined": False}
-            )
-        if not self._rooms.connections(conversation) and self._shared:
-            await self._backplane.unsubscribe(_room_topic(conversation))
-
-    async def _acknowledge(self, conn: Connection, item: Outbound) -> None:
-        ack = item._ack
-        if ack is None or conn.user_id == ack.sender_id:
-            return  # the sender's own tabs acknowledging is not a delivery
-        if item._acked is None:
-            item._acked = set()
-        if conn.user_id in item._acked:
-            return
-        item._acked.add(conn.user_id)
-        if self._on_delivered is None:
-            return
-        delivery = Delivery(
-            user_id=conn.user_id,
-            conversation_id=ack.conversation_id,
-            message_id=ack.message_id,
-            connection_id=conn.id,
-        )
-        try:
-            with anyio.fail_after(self.config.hook_timeout):
-                await self._on_delivered(delivery)
-        except TimeoutError:
-            logger.exception(
-                "on_delivered did not return within %gs for %r", self.config.hook_timeout, delivery
-            )
-        except Exception:
-            logger.exception("on_delivered hook failed for %r", delivery)
+    async def acknowledge(self, conn: Connection, item: Outbound) -> None:
+        await self._requests.acknowledge(conn, item)
 
     # --- the emitter API (application side) ------------------------------------------
 
@@ -598,8 +355,9 @@ class Relay:
                 conversation_id=conversation, message_id=message.id, sender_id=message.sender_id
             ),
         )
-        await self._broadcast(conversation, item, exclude)
-        await self._message_sent(conversation, message.sender_id, exclude)
+        await self._effects.broadcast(conversation, item, exclude)
+        typing_ended = self._hub.message_sent(conversation, message.sender_id, exclude)
+        await self._effects.carry_out(typing_ended)
 
     async def message_status(
         self,
@@ -634,27 +392,26 @@ class Relay:
             message_id,
             _status(status),
             user_id,
-            updated_at if updated_at is not None else datetime.now(UTC),
+            updated_at if updated_at is not None else self._wall_clock(),
         )
         item = Outbound("message:status", data, json=text)
-        await self._broadcast(conversation_id, item, exclude)
+        await self._effects.broadcast(conversation_id, item, exclude)
 
     def is_online(self, user_id: UserId) -> bool:
         """Tell whether a user is online anywhere in the cluster."""
-        return self._presence.is_online(user_id) or self._cluster.is_online(user_id)
+        return self._hub.is_online(user_id)
 
     def online_users(self) -> frozenset[UserId]:
         """The users online anywhere in the cluster."""
-        return self._presence.online_users().union(self._cluster.online_users())
+        return self._hub.online_users()
 
     def members(self, conversation_id: ConversationId) -> frozenset[UserId]:
         """The users with a connection in a conversation's room, anywhere in the cluster."""
-        return self._rooms.members(conversation_id).union(self._cluster.members(conversation_id))
+        return self._hub.members(conversation_id)
 
     def typing_users(self, conversation_id: ConversationId) -> frozenset[UserId]:
         """The users typing in a conversation now, anywhere in the cluster."""
-        local = self._typing.typing(conversation_id)
-        return frozenset(local).union(self._cluster.typing(conversation_id))
+        return self._hub.typing_users(conversation_id)
 
     def statistics(self) -> RelayStatistics:
         """Return counters and sizes that describe this relay now."""
@@ -662,119 +419,17 @@ class Relay:
         return RelayStatistics(
             node_id=self.node_id,
             connections=len(self._connections),
-            rooms=self._rooms.statistics().rooms,
+            rooms=self._hub.rooms.statistics().rooms,
             online_users=len(self.online_users()),
-            nodes=len(self._cluster.nodes()),
+            nodes=len(self._hub.cluster.nodes()),
             slow_consumers=self._counters.slow_consumers,
             rate_limited=self._counters.rate_limited,
             failed_requests=self._counters.failed_requests,
             backplane_errors=self._counters.backplane_errors,
             healthy=backplane.healthy,
-            resyncs=self._counters.resyncs,
+            resyncs=self._hub.resyncs,
             backplane=backplane,
         )
-
-    # --- fan-out ---------------------------------------------------------------------
-
-    async def _broadcast(
-        self, conversation: ConversationId, item: Outbound, exclude: ConnectionId | None
-    ) -> None:
-        if codec.has_lone_surrogate(conversation):
-            # No client can be in such a room (requests refuse it), nor can a backplane
-            # name its topic: refused before anything is sent.
-            raise ValueError(f"conversation id {conversation!r} holds an unpaired surrogate")
-        payload = None
-        if self._shared:
-            body = (
-                f'{{"conversationId":{codec.dumps(conversation)},"event":{codec.dumps(item.event)},'
-                f'"exclude":{codec.dumps(exclude)},"ack":{codec.dumps(_ack_body(item))},'
-                f'"data":{item.json}}}'
-            )
-            payload = encode_envelope(self.node_id, "room", body)
-            if len(payload) > self._backplane.max_payload_bytes:
-                raise BackplaneError(
-                    f"{item.event} of {len(payload)} bytes exceeds the backplane limit of"
-                    f" {self._backplane.max_payload_bytes}"
-                )
-        self._fanout(conversation, item, exclude)
-        if payload is not None:
-            await self._publish(_room_topic(conversation), payload)
-
-    def _fanout(
-        self, conversation: ConversationId, item: Outbound, exclude: ConnectionId | None
-    ) -> None:
-        # A connection being forgotten is out of _connections before it is out of its
-        # rooms, and forgetting it awaits backplane publishes: skip it meanwhile. The
-        # recipients are looked up before the first push (a push never changes either).
-        get = self._connections.get
-        room = self._rooms.connections(conversation)
-        if exclude is None:
-            for conn in list(map(get, room)):
-                if conn is not None:
-                    conn._push(item)
-            return
-        for connection_id in list(room):
-            if connection_id != exclude and (conn := get(connection_id)) is not None:
-                conn._push(item)
-
-    def _typing_item(self, change: TypingChanged) -> Outbound:
-        conn = self._connections.get(change.connection_id) if change.connection_id else None
-        name = conn.identity.name if conn is not None else None
-        event = TypingIndicator(
-            conversation_id=change.conversation_id,
-            user_id=change.user_id,
-            is_typing=change.is_typing,
-            user=TypingUser(id=change.user_id, name=name),
-        )
-        return Outbound(codec.event_name(event), codec.encode(event))
-
-    async def _typing_changed(self, change: TypingChanged, *, exclude: ConnectionId | None) -> None:
-        item = self._typing_item(change)
-        self._fanout(change.conversation_id, item, exclude)
-        if self._shared:
-            body = (
-                f'{{"conversationId":{codec.dumps(change.conversation_id)},'
-                f'"userId":{codec.dumps(change.user_id)},"isTyping":{codec.dumps(change.is_typing)},'
-                f'"exclude":{codec.dumps(exclude)},"data":{item.json}}}'
-            )
-            await self._publish(CONTROL_TOPIC, encode_envelope(self.node_id, "typing", body))
-
-    async def _message_sent(
-        self, conversation: ConversationId, sender: UserId, exclude: ConnectionId | None
-    ) -> None:
-        change = self._typing.message_sent(conversation, sender)
-        if change is not None:
-            # The connection that sent the message caused the stop too: not echoed to it.
-            await self._typing_changed(change, exclude=exclude)
-
-    async def _announce(
-        self, event: UserOnline | UserOffline, *, exclude: ConnectionId | None
-    ) -> None:
-        item = Outbound(codec.event_name(event), codec.encode(event))
-        targets: Iterable[Connection] = self._connections.values()
-        if self._presence_audience is not None:
-            try:
-                with anyio.fail_after(self.config.hook_timeout):
-                    audience = set(await self._presence_audience(event.user_id))
-            except TimeoutError:
-                logger.exception(
-                    "presence_audience did not answer within %gs for %r; nobody is told",
-                    self.config.hook_timeout,
-                    event.user_id,
-                )
-                return
-            except Exception:
-                logger.exception("presence_audience hook failed for %r", event.user_id)
-                return
-            targets = [
-                self._connections[cid]
-                for user in audience
-                for cid in self._presence.connections(user)
-                if cid in self._connections
-            ]
-        for conn in list(targets):
-            if conn.id != exclude:
-                conn._push(item)
 
     # --- timers ----------------------------------------------------------------------
 
@@ -784,217 +439,26 @@ class Relay:
     async def _run_timers(self) -> None:
         while True:
             self._wakeup = anyio.Event()
-            deadlines = [
-                d
-                for d in (
-                    self._typing.next_deadline(),
-                    self._presence.next_deadline(),
-                    self._cluster.next_deadline(),
-                )
-                if d is not None
-            ]
             if not self._to_close:
-                delay = min(deadlines, default=anyio.current_time() + 3600) - anyio.current_time()
+                now = self._clock()
+                deadline = self._hub.next_deadline()
+                delay = (deadline if deadline is not None else now + 3600) - now
                 with anyio.move_on_after(max(delay, 0)):
                     await self._wakeup.wait()
-            await self._expire(anyio.current_time())
+            while self._to_close:
+                await self._forget(self._to_close.pop())
+            await self._effects.carry_out(self._hub.expire(self._clock(), self._wall_clock()))
 
-    async def _expire(self, now: float) -> None:
-        while self._to_close:
-            await self._forget(self._to_close.pop())
-        for change in self._typing.expire(now):
-            await self._typing_changed(change, exclude=None)
-        for presence in self._presence.expire(now):
-            user = presence.user_id
-            last_seen = self._wall(presence.at, now)
-            await self._publish_control(
-                "presence",
-                {"userId": user, "online": False, "lastSeen": codec.format_timestamp(last_seen)},
-            )
-            if not self.is_online(user):
-                await self._announce(UserOffline(user_id=user, last_seen=last_seen), exclude=None)
-        dead, ended = self._cluster.expire(now)
-        for node, state in dead:
-            logger.warning(
-                "node %s stopped sending heartbeats; %d users offline", node, len(state.online)
-            )
-            self._typing_vanished(state)
-            await self._went_offline(state.online, self._wall(now - self.config.node_timeout, now))
-        # Their grace period started when their node said goodbye: they were last seen then.
-        await self._went_offline(ended, self._wall(now - self.config.presence_grace, now))
+    def _clock(self) -> float:
+        """The relay's clock for deadlines: the event loop's (seconds, monotonic)."""
+        return anyio.current_time()
 
-    def _typing_vanished(self, state: NodeState) -> None:
-        """End the typing episodes of a dead node for this node's clients; it cannot."""
-        for conversation, users in state.typing.items():
-            for user in users - self.typing_users(conversation):
-                change = TypingChanged(
-                    conversation_id=conversation, user_id=user, is_typing=False, connection_id=None
-                )
-                # Every node finds the dead node out by itself: nothing to publish.
-                self._fanout(conversation, self._typing_item(change), None)
-
-    async def _went_offline(self, users: Iterable[UserId], last_seen: datetime) -> None:
-        for user in users:
-            if not self.is_online(user):
-                await self._announce(UserOffline(user_id=user, last_seen=last_seen), exclude=None)
-
-    @staticmethod
-    def _wall(at: float, now: float) -> datetime:
-        """Turn a time on the event loop's clock into wall-clock UTC."""
-        return datetime.now(UTC) - timedelta(seconds=max(0.0, now - at))
-
-    # --- the backplane ---------------------------------------------------------------
-
-    async def _publish(self, topic: str, payload: bytes) -> None:
-        try:
-            await self._backplane.publish(topic, payload)
-        except BackplaneError:
-            self._counters.backplane_errors += 1
-            logger.exception("backplane publish failed on %s", topic)
-
-    async def _publish_control(self, kind: str, body: dict[str, Any]) -> None:
-        if self._shared:
-            payload = encode_envelope(self.node_id, kind, codec.dumps(body))
-            await self._publish(CONTROL_TOPIC, payload)
-
-    async def _heartbeat(self) -> None:
-        while True:
-            await anyio.sleep(self.config.heartbeat_interval)
-            await self._publish_control("heartbeat", {})
-
-    async def _listen(self) -> None:
-        async for message in self._backplane.messages():
-            if not isinstance(message, BackplaneMessage):
-                await self._backplane_event(message)
-                continue
-            try:
-                envelope = decode_envelope(message.payload)
-            except ValueError:
-                logger.warning("ignoring a malformed backplane message on %s", message.topic)
-                continue
-            if envelope.node == self.node_id:
-                continue
-            try:
-                await self._apply(envelope.node, envelope.kind, envelope.body)
-            except Exception:
-                # A bad or unexpected envelope from one node must not stop this one.
-                logger.exception("ignoring a bad %r envelope from %s", envelope.kind, envelope.node)
-
-    async def _backplane_event(self, event: object) -> None:
-        if isinstance(event, BackplaneHealth):
-            if event.healthy:
-                logger.warning("backplane connected again; resuming node liveness checks")
-                self._cluster.resume(anyio.current_time())
-            else:
-                # Silence from the other nodes now says nothing about them.
-                logger.warning("backplane down; other nodes are not judged by silence")
-                self._cluster.suspend()
-            self._wake()
-        elif isinstance(event, BackplaneGap):
-            if event.topic == CONTROL_TOPIC:
-                # Presence, membership or typing changes were lost: ask every node for
-                # its state again; the differences are announced as they arrive.
-                logger.warning("lost %d control messages; resynchronizing", event.lost)
-                await self._publish_control("sync", {"target": None})
-            elif event.topic.startswith(ROOM_TOPIC_PREFIX):
-                self._resync_room(ConversationId(event.topic[len(ROOM_TOPIC_PREFIX) :]))
-        # Other events come from newer backplanes: nothing to do.
-
-    def _resync_room(self, conversation: ConversationId) -> None:
-        """Tell this node's clients in a room that they missed events of it."""
-        connections = list(self._rooms.connections(conversation))
-        logger.warning(
-            "room events of %r were lost; telling %d connections to resync",
-            conversation,
-            len(connections),
-        )
-        event = SyncRequired(conversation_id=conversation)
-        item = Outbound(codec.event_name(event), codec.encode(event))
-        self._counters.resyncs += len(connections)
-        self._fanout(conversation, item, None)
-
-    async def _apply(self, node: NodeId, kind: str, body: Any) -> None:
-        now = anyio.current_time()
-        if kind == "room":
-            conversation = body["conversationId"]
-            ack = body["ack"]
-            item = Outbound(
-                body["event"],
-                body["data"],
-                ack=_AckContext(**ack) if ack is not None else None,
-            )
-            self._fanout(conversation, item, body["exclude"])
-            if item._ack is not None:
-                await self._message_sent(conversation, item._ack.sender_id, body["exclude"])
-            if self._cluster.heard(node, now):
-                self._wake()  # its liveness deadline may come before the timers' next one
-            return
-        if self._cluster.heard(node, now):
-            # A node not known yet: its liveness deadline may come before the timers'
-            # next one, and this node needs its state.
-            self._wake()
-            if kind not in ("state", "bye"):
-                await self._publish_control("sync", {"target": node})
-        if kind == "typing":
-            self._cluster.set_typing(
-                node, body["conversationId"], body["userId"], body["isTyping"], now
-            )
-            item = Outbound("typing:start" if body["isTyping"] else "typing:stop", body["data"])
-            self._fanout(body["conversationId"], item, body["exclude"])
-        elif kind == "member":
-            self._cluster.set_member(
-                node, body["conversationId"], body["userId"], body["joined"], now
-            )
-        elif kind == "presence":
-            user = body["userId"]
-            before = self.is_online(user)
-            self._cluster.set_online(node, user, body["online"], now)
-            await self._presence_moved(user, before, body.get("lastSeen"))
-        elif kind == "sync":
-            if body["target"] in (None, self.node_id):
-                await self._publish_control("state", self._snapshot())
-        elif kind == "state":
-            state = NodeState(
-                online=set(body["online"]),
-                members={k: set(v) for k, v in body["members"].items()},
-                typing={k: set(v) for k, v in body["typing"].items()},
-            )
-            affected = state.online | self._cluster_online_of(node)
-            was_online = {user: self.is_online(user) for user in affected}
-            self._cluster.replace(node, state, now)
-            for user in affected:
-                await self._presence_moved(user, was_online[user], None)
-        elif kind == "bye":
-            # Users of a node that said goodbye stay online for the grace period, if any.
-            users = self._cluster.remove(node, now, graceful=True)
-            await self._went_offline(users, datetime.now(UTC))
-            self._wake()
-        # "heartbeat" needs nothing beyond heard(); unknown kinds come from newer nodes.
-
-    def _cluster_online_of(self, node: NodeId) -> set[UserId]:
-        state = self._cluster._nodes.get(node)
-        return set(state.online) if state is not None else set()
-
-    async def _presence_moved(self, user: UserId, before: bool, last_seen: str | None) -> None:
-        after = self.is_online(user)
-        if after and not before:
-            await self._announce(UserOnline(user_id=user), exclude=None)
-        elif before and not after:
-            seen = codec.parse_timestamp(last_seen) if last_seen else datetime.now(UTC)
-            await self._announce(UserOffline(user_id=user, last_seen=seen), exclude=None)
-
-    def _snapshot(self) -> dict[str, Any]:
-        rooms = self._rooms.rooms()
-        return {
-            "online": sorted(self._presence.online_users()),
-            "members": {room: sorted(self._rooms.members(room)) for room in rooms},
-            "typing": {room: users for room in rooms if (users := self._typing.typing(room))},
-        }
+    def _wall_clock(self) -> datetime:
+        """The wall clock, for the times the relay reports (``lastSeen``, ``updatedAt``)."""
+        return datetime.now(UTC)
 
 
-_STATUS_BY_TEXT: Final[dict[str, MessageStatus]] = {
-    status.value: status for status in MessageStatus
-}
+_STATUS_BY_TEXT: Final = {status.value: status for status in MessageStatus}
 
 
 def _status(status: MessageStatus | str) -> MessageStatus:
@@ -1009,17 +473,6 @@ def _status(status: MessageStatus | str) -> MessageStatus:
     except ValueError:
         allowed = ", ".join(s.value for s in MessageStatus)
         raise ValueError(f"unknown message status {status!r}; expected one of {allowed}") from None
-
-
-def _ack_body(item: Outbound) -> dict[str, str] | None:
-    ack = item._ack
-    if ack is None:
-        return None
-    return {
-        "conversation_id": ack.conversation_id,
-        "message_id": ack.message_id,
-        "sender_id": ack.sender_id,
-    }
 
 
 class _Connected:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import anyio
 from anyio.abc import TaskGroup
@@ -23,9 +23,6 @@ from .._exceptions import ConnectionClosed, InvalidPayload
 from . import _eager
 from ._abort import abort_transport
 from ._wsframes import ACK_EVENT, AUTH_EVENT, ack_frame, event_frame, parse_frame
-
-if TYPE_CHECKING:
-    from .starlette import WebSocketAdapter
 
 __all__ = ["Session", "binary_error", "close", "close_or_abort", "frame_size", "truncate"]
 
@@ -118,7 +115,6 @@ class Session:
     """
 
     __slots__ = (
-        "_adapter",
         "_asgi_send",
         "_busy",
         "_conn",
@@ -128,15 +124,24 @@ class Session:
         "_failed_once",
         "_idle",
         "_ids",
+        "_max_frame_bytes",
+        "_max_pending_acks",
         "_pending",
         "_tg",
         "_ws",
     )
 
     def __init__(
-        self, adapter: WebSocketAdapter, websocket: WebSocket, conn: Connection, send: Send
+        self,
+        websocket: WebSocket,
+        conn: Connection,
+        send: Send,
+        *,
+        max_frame_bytes: int,
+        max_pending_acks: int,
     ) -> None:
-        self._adapter = adapter
+        self._max_frame_bytes = max_frame_bytes
+        self._max_pending_acks = max_pending_acks
         self._ws = websocket
         # Events go out as ASGI messages: the socket is accepted and stays so while the
         # session runs, so Starlette's state checks have nothing to add per event.
@@ -316,7 +321,7 @@ class Session:
             return item.frame()
         ack_id = str(next(self._ids))
         self._pending[ack_id] = item
-        if len(self._pending) > self._adapter.max_pending_acks:
+        if len(self._pending) > self._max_pending_acks:
             del self._pending[next(iter(self._pending))]
         return event_frame(item, ack_id)
 
@@ -336,7 +341,7 @@ class Session:
 
     async def _receive(self, message: Message) -> bool:
         size = frame_size(message)
-        if size > self._adapter.max_frame_bytes:
+        if size > self._max_frame_bytes:
             _logger.info(
                 "websocket closed: a %d-byte frame from connection=%s user=%s",
                 size,

@@ -255,7 +255,14 @@ class WebSocketAdapter:
                     await websocket.send_text(error_frame(exc))
                 await _close(websocket, _refusal_code(exc), _refusal_reason(exc))
                 return
-            reason = await Session(self, websocket, connection, send).run()
+            session = Session(
+                websocket,
+                connection,
+                send,
+                max_frame_bytes=self.max_frame_bytes,
+                max_pending_acks=self.max_pending_acks,
+            )
+            reason = await session.run()
             if reason is not None:
                 # The relay (or the reader, through the relay) closed the connection.
                 await close_or_abort(websocket, send, close_code(reason), reason)
