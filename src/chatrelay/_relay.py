@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import anyio
 import attrs
@@ -44,6 +44,7 @@ from ._exceptions import (
 )
 from ._limits import TokenBucket, check_connection_cap
 from ._presence import PresenceTracker
+from ._resource import AsyncResource
 from ._rooms import RoomRegistry
 from ._types import ConnectionId, ConversationId, MessageId, NodeId, UserId
 from .backplanes import LocalBackplane
@@ -149,7 +150,7 @@ class _Counters:
     resyncs: int = 0
 
 
-class Relay:
+class Relay(AsyncResource):
     """The hub of chatrelay: connections, rooms, presence, typing, and the emitter API.
 
     Use it as an async context manager; it runs the timers (typing expiry, presence
@@ -224,7 +225,13 @@ class Relay:
 
     # --- lifecycle -----------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
+        """Start the timers and the backplane listener; prefer ``async with``.
+
+        Raises:
+            RuntimeError: If the relay was started before.
+            BackplaneError: If the backplane cannot connect.
+        """
         if self._stack is not None:
             raise RuntimeError("a Relay can be entered only once")
         async with AsyncExitStack() as stack:
@@ -238,15 +245,6 @@ class Relay:
             self._tg.start_soon(self._run_timers)
             self._running = True
             self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close every connection (reason ``"server_shutdown"``) and stop the relay."""
@@ -261,7 +259,7 @@ class Relay:
                 await self._publish_control("bye", {})
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
-        # The task group was entered in __aenter__: leave it outside any new scope.
+        # The task group was entered in start(): leave it outside any new scope.
         await self._stack.aclose()
 
     def _require_running(self) -> None:
