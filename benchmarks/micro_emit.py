@@ -30,7 +30,8 @@ from datetime import UTC, datetime
 
 from server import PADDING, message_id, status_payload
 
-from chatrelay import Identity, Message, MessageStatus, Outbound, Relay
+from chatrelay import Identity, Message, MessageStatus, Relay
+from chatrelay.lowlevel import Outbound
 
 Emit = Callable[[str, int], Awaitable[None]]
 

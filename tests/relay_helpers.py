@@ -15,8 +15,9 @@ import anyio
 import anyio.abc
 import anyio.lowlevel
 
-from chatrelay import Message, MessageStatus, Outbound, Relay, RelayConfig
+from chatrelay import Message, MessageStatus, Relay, RelayConfig
 from chatrelay.backplanes import MemoryBackplane
+from chatrelay.lowlevel import Outbound
 from chatrelay.testing import MemoryClient, MemoryTransport, ReceivedEvent
 
 WAIT = 2.0

@@ -10,7 +10,7 @@ from collections.abc import AsyncGenerator
 import anyio
 import pytest
 
-from chatrelay import BackplaneError, NodeId
+from chatrelay import NodeId
 from chatrelay.abc import BackplaneMessage
 from chatrelay.backplanes import (
     ENVELOPE_VERSION,
@@ -22,6 +22,7 @@ from chatrelay.backplanes import (
     encode_envelope,
     new_node_id,
 )
+from chatrelay.exceptions import BackplaneError
 from relay_helpers import WAIT
 
 # --- the envelope ---------------------------------------------------------------------

@@ -14,8 +14,8 @@ from typing import Any
 import anyio
 import pytest
 
-from chatrelay import ClusterView, Delivery, NodeId, Relay, RelayConfig
-from chatrelay._cluster import NodeState
+from chatrelay import Delivery, NodeId, Relay, RelayConfig
+from chatrelay._cluster import ClusterView, NodeState
 from chatrelay._nodes import CONTROL_TOPIC
 from chatrelay.backplanes import MemoryBackplane, MemoryBus, encode_envelope
 from chatrelay.testing import MemoryClient, MemoryTransport

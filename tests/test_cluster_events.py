@@ -10,13 +10,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from chatrelay import (
-    ClusterView,
-    NodeId,
-    Relay,
-    RelayConfig,
-    codec,
-)
+from chatrelay import NodeId, Relay, RelayConfig, codec
+from chatrelay._cluster import ClusterView
 from chatrelay.abc import BackplaneGap, BackplaneHealth, BackplaneStatistics
 from chatrelay.backplanes import MemoryBackplane, MemoryBus, decode_envelope
 from chatrelay.events import SyncRequired

@@ -13,20 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatrelay import codec
-from chatrelay._exceptions import (
-    BackplaneError,
-    ChatRelayError,
-    ConnectionClosed,
-    Forbidden,
-    InternalError,
-    InvalidPayload,
-    NotInConversation,
-    PayloadTooLarge,
-    ProtocolError,
-    RateLimited,
-    Unauthorized,
-    UnknownEvent,
-)
 from chatrelay.events import (
     ClientRequest,
     ErrorEvent,
@@ -50,6 +36,20 @@ from chatrelay.events import (
     UserOffline,
     UserOnline,
     is_forward,
+)
+from chatrelay.exceptions import (
+    BackplaneError,
+    ChatRelayError,
+    ConnectionClosed,
+    Forbidden,
+    InternalError,
+    InvalidPayload,
+    NotInConversation,
+    PayloadTooLarge,
+    ProtocolError,
+    RateLimited,
+    Unauthorized,
+    UnknownEvent,
 )
 
 T = TypeVar("T")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from chatrelay import Identity, Limits, Outbound, Relay, RelayConfig
+from chatrelay import Identity, Limits, Relay, RelayConfig
+from chatrelay.lowlevel import Outbound
 from relay_helpers import WAIT
 
 pytestmark = pytest.mark.anyio

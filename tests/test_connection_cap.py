@@ -15,8 +15,9 @@ from typing import Any
 
 import pytest
 
-from chatrelay import Limits, ProtocolError, Relay, RelayConfig, TooManyConnections
+from chatrelay import Limits, Relay, RelayConfig
 from chatrelay.adapters.starlette import WebSocketAdapter
+from chatrelay.exceptions import ProtocolError, TooManyConnections
 from chatrelay.testing import MemoryTransport
 from socketio_support import CLIENT_KINDS, ClientKind, Refused, serving
 from socketio_support import connect as sio_connect

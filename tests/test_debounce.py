@@ -13,8 +13,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from chatrelay._debounce import TypingChanged, TypingDebouncer
-from chatrelay._types import ConnectionId
+from chatrelay import ConnectionId, TypingChanged, TypingDebouncer
 
 A1 = ConnectionId("a1")
 A2 = ConnectionId("a2")

@@ -10,16 +10,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from chatrelay import (
-    BackplaneError,
-    Delivery,
-    Emitter,
-    Message,
-    MessageStatus,
-    Relay,
-    RelayConfig,
-)
+from chatrelay import Delivery, Emitter, Message, MessageStatus, Relay, RelayConfig
 from chatrelay.backplanes import LocalBackplane, MemoryBus
+from chatrelay.exceptions import BackplaneError
 from relay_helpers import joined, message
 from waiting import eventually
 

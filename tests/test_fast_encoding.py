@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatrelay import Identity, Outbound, Relay, codec
+from chatrelay import Identity, Relay, codec
 from chatrelay._relay import _status
 from chatrelay.backplanes import MemoryBus
 from chatrelay.events import (
@@ -30,6 +30,7 @@ from chatrelay.events import (
     MessageStatusChanged,
     Sender,
 )
+from chatrelay.lowlevel import Outbound
 from test_codec import (
     MESSAGE_FIELDS,
     aware_datetimes,

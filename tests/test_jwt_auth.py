@@ -11,8 +11,9 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from chatrelay import Credentials, Relay, RelayConfig, Unauthorized, allow_all
+from chatrelay import Credentials, Relay, RelayConfig, allow_all
 from chatrelay.auth.jwt import JWTAuthenticator
+from chatrelay.exceptions import Unauthorized
 from jwt_support import (
     AUDIENCE,
     ISSUER,

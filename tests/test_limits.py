@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from chatrelay import Limits, RelayConfig, TokenBucket
+from chatrelay import Limits, RelayConfig
+from chatrelay._limits import TokenBucket
 
 
 def test_a_full_bucket_allows_a_burst_then_refuses() -> None:

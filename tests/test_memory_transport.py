@@ -7,17 +7,9 @@ from datetime import UTC, datetime
 import anyio
 import pytest
 
-from chatrelay import (
-    Authenticator,
-    ConnectionClosed,
-    Credentials,
-    Identity,
-    Message,
-    MessageStatus,
-    Outbound,
-    Relay,
-    Unauthorized,
-)
+from chatrelay import Authenticator, Credentials, Identity, Message, MessageStatus, Relay
+from chatrelay.exceptions import ConnectionClosed, Unauthorized
+from chatrelay.lowlevel import Outbound
 from chatrelay.testing import MemoryTransport, ReceivedEvent
 from relay_helpers import WAIT, join, message
 

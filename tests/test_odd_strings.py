@@ -24,11 +24,12 @@ import pytest
 from starlette.types import Message as ASGIMessage
 from starlette.types import Receive, Scope, Send
 
-from chatrelay import Message, MessageStatus, Outbound, Relay, RelayConfig, Sender
+from chatrelay import Message, MessageStatus, Relay, RelayConfig, Sender
 from chatrelay.adapters.socketio import SocketIOAdapter
 from chatrelay.adapters.starlette import WebSocketAdapter
 from chatrelay.backplanes import MemoryBus
 from chatrelay.demo import create_app
+from chatrelay.lowlevel import Outbound
 from chatrelay.testing import MemoryTransport
 from redis_support import fresh_target, shared_or_private_redis
 from socketio_support import TIMEOUT, Client, ClientKind, connect, serve_app

@@ -8,11 +8,15 @@ import importlib.util
 import inspect
 import itertools
 import json
+import pickle
 import subprocess
 import sys
 import types
+import typing
 from typing import TypeVar
 
+import attrs
+import cattrs
 import pytest
 
 # The modules whose `__all__` is the public API; keep in step with the docs reference.
@@ -22,6 +26,8 @@ PUBLIC_MODULES = [
     "chatrelay.backplanes",
     "chatrelay.codec",
     "chatrelay.events",
+    "chatrelay.exceptions",
+    "chatrelay.lowlevel",
     "chatrelay.testing",
 ]
 # Public modules that bring an optional dependency along: the same checks of their
@@ -184,3 +190,87 @@ def test_exported_names_have_docstrings(module_name: str) -> None:
         and not _docstring(module, name)
     ]
     assert undocumented == [], f"{module_name}: no docstring for {undocumented}"
+
+
+def _is_private(module_name: str) -> bool:
+    return any(part.startswith("_") for part in module_name.split("."))
+
+
+def _owned_exports(module_name: str) -> list[tuple[str, typing.Any]]:
+    """The exported names that carry a module of their own: classes, functions, NewTypes."""
+    module = importlib.import_module(module_name)
+    return [
+        (name, obj)
+        for name in _public_all(module_name)
+        if isinstance(obj := getattr(module, name), type | types.FunctionType | typing.NewType)
+    ]
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES + OPTIONAL_MODULES)
+def test_exported_names_say_their_public_home(module_name: str) -> None:
+    # reprs, tracebacks and pickles name `obj.__module__`: it must be a public module
+    # that exports the name, and where the object is found again.
+    wrong = []
+    for name, obj in _owned_exports(module_name):
+        home = obj.__module__
+        if home.partition(".")[0] != "chatrelay":
+            continue  # re-exported from another library
+        if (
+            _is_private(home)
+            or name not in _public_all(home)
+            or getattr(importlib.import_module(home), obj.__qualname__, None) is not obj
+        ):
+            wrong.append(f"{name}: {home}")
+    assert wrong == [], f"{module_name}: names without a public home: {wrong}"
+
+
+def test_reprs_say_the_public_path() -> None:
+    import traceback
+
+    import chatrelay
+    from chatrelay.exceptions import Forbidden
+    from chatrelay.lowlevel import Connection
+
+    assert repr(chatrelay.Relay) == "<class 'chatrelay.Relay'>"
+    assert repr(Connection) == "<class 'chatrelay.lowlevel.Connection'>"
+    assert repr(Forbidden) == "<class 'chatrelay.exceptions.Forbidden'>"
+    assert repr(chatrelay.ConnectionId) == "chatrelay.ConnectionId"
+    assert repr(chatrelay.allow_all).startswith("<function allow_all ")
+    assert chatrelay.allow_all.__module__ == "chatrelay"
+    assert traceback.format_exception_only(Forbidden("no")) == [
+        "chatrelay.exceptions.Forbidden: no\n"
+    ]
+
+
+@pytest.mark.parametrize("module_name", PUBLIC_MODULES + OPTIONAL_MODULES)
+def test_annotations_of_exported_classes_resolve(module_name: str) -> None:
+    # get_type_hints looks names up in the module `__module__` names; attrs and cattrs
+    # call it. The annotations were resolved where they were written.
+    for name, obj in _owned_exports(module_name):
+        if isinstance(obj, type):
+            assert isinstance(typing.get_type_hints(obj), dict), name
+            if attrs.has(obj):
+                attrs.resolve_types(obj)
+                assert not [f.name for f in attrs.fields(obj) if isinstance(f.type, str)], name
+
+
+def test_exported_objects_pickle_and_structure() -> None:
+    import chatrelay
+    from chatrelay.exceptions import ConnectionClosed, Forbidden
+
+    identity = chatrelay.Identity(user_id="alice", name="Alice")
+    delivery = chatrelay.Delivery(
+        user_id="bob",
+        conversation_id="c1",
+        message_id="m1",
+        connection_id=chatrelay.ConnectionId("x"),
+    )
+    for obj in [identity, delivery, chatrelay.Limits(), chatrelay.RelayConfig()]:
+        assert pickle.loads(pickle.dumps(obj)) == obj
+    for exc in [Forbidden("no", event="conversation:join"), ConnectionClosed("slow_consumer")]:
+        again = pickle.loads(pickle.dumps(exc))
+        assert type(again) is type(exc)
+        assert again.args == exc.args
+    assert pickle.loads(pickle.dumps(chatrelay.allow_all)) is chatrelay.allow_all
+    converter = cattrs.Converter()
+    assert converter.structure(converter.unstructure(delivery), chatrelay.Delivery) == delivery

@@ -13,8 +13,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from chatrelay._presence import PresenceChanged, PresenceTracker
-from chatrelay._types import ConnectionId
+from chatrelay import ConnectionId, PresenceChanged, PresenceTracker
 
 A1 = ConnectionId("a1")
 A2 = ConnectionId("a2")

@@ -19,9 +19,10 @@ import anyio
 import pytest
 import redis
 
-from chatrelay import BackplaneError, Message, MessageStatus, Relay, RelayConfig
+from chatrelay import Message, MessageStatus, Relay, RelayConfig
 from chatrelay.abc import BackplaneMessage
 from chatrelay.backplanes.redis import RedisBackplane
+from chatrelay.exceptions import BackplaneError
 from chatrelay.testing import MemoryClient, MemoryTransport
 from redis_support import RedisServer, free_port, new_prefix, redis_server
 from waiting import eventually

@@ -12,25 +12,22 @@ import pytest
 
 from chatrelay import (
     Authenticator,
-    BackplaneError,
-    ConnectionClosed,
     Credentials,
     Delivery,
     DevelopmentAuthenticator,
     Identity,
-    InternalError,
     Limits,
     MessageStatus,
     Relay,
     RelayConfig,
     Sender,
-    Unauthorized,
     allow_all,
     codec,
     is_forward,
 )
 from chatrelay.backplanes import MemoryBackplane, MemoryBus
 from chatrelay.events import ErrorEvent, ErrorReply
+from chatrelay.exceptions import BackplaneError, ConnectionClosed, InternalError, Unauthorized
 from chatrelay.testing import MemoryClient, MemoryTransport
 from relay_helpers import (
     FAST,

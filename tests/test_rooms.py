@@ -6,8 +6,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from chatrelay._rooms import RoomRegistry, RoomStatistics
-from chatrelay._types import ConnectionId
+from chatrelay import ConnectionId, RoomRegistry, RoomStatistics
 
 A1 = ConnectionId("a1")
 A2 = ConnectionId("a2")

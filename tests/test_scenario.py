@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from chatrelay import (
-    ConnectionClosed,
     Delivery,
     Identity,
     Limits,
@@ -26,6 +25,7 @@ from chatrelay import (
     codec,
     is_forward,
 )
+from chatrelay.exceptions import ConnectionClosed
 from chatrelay.testing import MemoryTransport, ReceivedEvent
 from relay_helpers import WAIT, join, message, names, settle
 

@@ -22,12 +22,10 @@ import pytest
 import socketio
 
 from chatrelay import (
-    Connection,
     Delivery,
     Limits,
     Message,
     MessageStatus,
-    Outbound,
     Relay,
     RelayConfig,
     Sender,
@@ -35,6 +33,7 @@ from chatrelay import (
 )
 from chatrelay.adapters.socketio import SocketIOAdapter
 from chatrelay.auth.jwt import JWTAuthenticator
+from chatrelay.lowlevel import Connection, Outbound
 from jwt_support import AUDIENCE, ISSUER, claims, public_pem, rs256, rsa_key, unsigned
 from socketio_support import (
     CLIENT_KINDS,

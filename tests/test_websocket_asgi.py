@@ -27,9 +27,9 @@ from chatrelay import (
     MessageStatus,
     Relay,
     RelayConfig,
-    Unauthorized,
 )
 from chatrelay.adapters.starlette import WebSocketAdapter
+from chatrelay.exceptions import Unauthorized
 from ws_support import WAIT
 
 pytestmark = pytest.mark.anyio

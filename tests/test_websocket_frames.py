@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chatrelay import InvalidPayload, Limits, Outbound, Relay, RelayConfig, Unauthorized
+from chatrelay import Limits, Relay, RelayConfig
 from chatrelay.adapters._origins import OriginPolicy, normalize_origin
 from chatrelay.adapters._wsframes import (
     ClientFrame,
@@ -21,6 +21,8 @@ from chatrelay.adapters._wsframes import (
     parse_frame,
 )
 from chatrelay.adapters.starlette import CloseCode, WebSocketAdapter, close_code
+from chatrelay.exceptions import InvalidPayload, Unauthorized
+from chatrelay.lowlevel import Outbound
 from chatrelay.testing import MemoryTransport
 
 JSON = st.recursive(

@@ -29,8 +29,9 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from chatrelay import Authenticator, Credentials, Identity, Unauthorized
+from chatrelay import Authenticator, Credentials, Identity
 from chatrelay.adapters.starlette import WebSocketAdapter
+from chatrelay.exceptions import Unauthorized
 
 WAIT: Final = 5.0
 """The bound on every wait: far above what the server needs, far below a hang."""

@@ -16,13 +16,13 @@ import json
 import os
 import secrets
 import socket
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import AsyncIterator, Mapping
-from types import TracebackType
-from typing import Any, ClassVar, Final, Self
+from typing import Any, ClassVar, Final
 
 import attrs
 
+from ._resource import AsyncResource
 from ._types import NodeId
 
 __all__ = [
@@ -167,7 +167,7 @@ def decode_envelope(payload: bytes) -> Envelope:
     return Envelope(version=version, node=NodeId(node), kind=kind, body=body)
 
 
-class Backplane(ABC):
+class Backplane(AsyncResource):
     """Publish/subscribe between relay nodes.
 
     Implementations deliver each payload published on a topic to every node subscribed
@@ -194,7 +194,7 @@ class Backplane(ABC):
         self.node_id = node_id if node_id is not None else new_node_id()
         self.max_payload_bytes = max_payload_bytes
 
-    async def start(self) -> None:  # noqa: B027 - optional hook, empty by design
+    async def start(self) -> None:
         """Connect. The default does nothing."""
 
     @abstractmethod
@@ -233,15 +233,3 @@ class Backplane(ABC):
         fail override it.
         """
         return BackplaneStatistics()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

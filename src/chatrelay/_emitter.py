@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from types import TracebackType
-from typing import Self
 
 from ._auth import Authenticator, Credentials, Identity
 from ._backplane import Backplane
 from ._config import RelayConfig
 from ._exceptions import Unauthorized
 from ._relay import Relay, RelayStatistics
+from ._resource import AsyncResource
 from ._types import ConversationId, MessageId, NodeId, UserId
 from .events import Message, MessageStatus, Sender
 
@@ -28,7 +27,7 @@ async def _deny(identity: Identity, conversation_id: ConversationId) -> bool:
     return False
 
 
-class Emitter:
+class Emitter(AsyncResource):
     """Emit room events and ask about presence from a process that holds no sockets.
 
     A REST worker or a job queue that stores a message tells the relay servers through
@@ -81,23 +80,11 @@ class Emitter:
             RuntimeError: If the emitter was started before.
             BackplaneError: If the backplane cannot connect.
         """
-        await self._relay.__aenter__()
+        await self._relay.start()
 
     async def aclose(self) -> None:
         """Say goodbye to the cluster and close the backplane."""
         await self._relay.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def message_received(self, message: Message, *, sender: Sender | None = None) -> None:
         """Tell a conversation's room, on every server, that a message was stored.

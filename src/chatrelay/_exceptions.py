@@ -1,25 +1,4 @@
-"""The exception tree of chatrelay.
-
-Every error that chatrelay raises on purpose derives from `ChatRelayError`.
-Errors that a client caused carry the fields of the wire ``error`` event::
-
-    ChatRelayError
-    ├── ProtocolError (also ValueError)    a client request failed; has status/code/message/event
-    │   ├── InvalidPayload                 400 invalid_payload
-    │   ├── UnknownEvent                   400 unknown_event
-    │   ├── Unauthorized                   401 unauthorized
-    │   ├── Forbidden                      403 forbidden
-    │   ├── NotInConversation              409 not_in_conversation
-    │   ├── PayloadTooLarge                413 payload_too_large
-    │   ├── RateLimited                    429 rate_limited
-    │   ├── TooManyConnections             429 too_many_connections
-    │   └── InternalError                  500 internal_error
-    ├── ConnectionClosed                   the connection is gone; has ``reason``
-    └── BackplaneError                     the backplane refused or lost a publish
-
-Programmer misuse (a wrong argument type, a relay used outside ``async with``)
-raises the builtin ``TypeError``, ``ValueError`` or ``RuntimeError`` instead.
-"""
+"""The exception classes; `chatrelay.exceptions` is their public home."""
 
 from __future__ import annotations
 

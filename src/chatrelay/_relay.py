@@ -8,7 +8,7 @@ import math
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
 import anyio
 from anyio.abc import TaskGroup
@@ -26,6 +26,7 @@ from ._limits import TokenBucket, check_connection_cap
 from ._nodes import CONTROL_TOPIC
 from ._outbound import Outbound, _AckContext
 from ._requests import Requests
+from ._resource import AsyncResource
 from ._statistics import Counters, RelayStatistics
 from ._types import ConnectionId, ConversationId, MessageId, NodeId, UserId
 from .backplanes import LocalBackplane
@@ -43,7 +44,7 @@ __all__ = [
 logger = logging.getLogger("chatrelay")
 
 
-class Relay:
+class Relay(AsyncResource):
     """The hub of chatrelay: connections, rooms, presence, typing, and the emitter API.
 
     Use it as an async context manager; it runs the timers (typing expiry, presence
@@ -141,7 +142,13 @@ class Relay:
 
     # --- lifecycle -----------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
+        """Start the timers and the backplane listener; prefer ``async with``.
+
+        Raises:
+            RuntimeError: If the relay was started before.
+            BackplaneError: If the backplane cannot connect.
+        """
         if self._stack is not None:
             raise RuntimeError("a Relay can be entered only once")
         async with AsyncExitStack() as stack:
@@ -155,15 +162,6 @@ class Relay:
             self._tg.start_soon(self._run_timers)
             self._running = True
             self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close every connection (reason ``"server_shutdown"``) and stop the relay."""
@@ -177,7 +175,7 @@ class Relay:
             await self._effects.carry_out(self._hub.goodbye())
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
-        # The task group was entered in __aenter__: leave it outside any new scope.
+        # The task group was entered in start(): leave it outside any new scope.
         await self._stack.aclose()
 
     def _require_running(self) -> None:

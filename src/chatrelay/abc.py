@@ -11,6 +11,7 @@ from ._backplane import BackplaneGap as BackplaneGap
 from ._backplane import BackplaneHealth as BackplaneHealth
 from ._backplane import BackplaneMessage as BackplaneMessage
 from ._backplane import BackplaneStatistics as BackplaneStatistics
+from ._public import publish as _publish
 
 __all__ = [
     "Authenticator",
@@ -21,3 +22,5 @@ __all__ = [
     "BackplaneMessage",
     "BackplaneStatistics",
 ]
+
+_publish(__name__, __all__)

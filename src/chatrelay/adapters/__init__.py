@@ -10,7 +10,7 @@ imports none of their dependencies:
   asyncio and trio).
 
 Adapters are thin: they translate their protocol into calls on a
-`chatrelay.Connection` and hold no rule of their own.
+`chatrelay.lowlevel.Connection` and hold no rule of their own.
 """
 
 __all__: list[str] = []

@@ -73,7 +73,7 @@ def parse_frame(text: str) -> ClientFrame:
     """Decode a client's text frame, refusing what the binding does not allow.
 
     Only the envelope is checked here; the payload is the core's to judge
-    (`chatrelay.Connection.handle`).
+    (`chatrelay.lowlevel.Connection.handle`).
 
     Args:
         text: The frame's text.
@@ -210,7 +210,7 @@ def ack_frame(frame_id: int, reply: Mapping[str, Any]) -> str:
 
     Args:
         frame_id: The client's id, echoed back.
-        reply: The ack payload (from `chatrelay.Connection.handle`).
+        reply: The ack payload (from `chatrelay.lowlevel.Connection.handle`).
 
     Returns:
         ``{"event":"ack","id":<frame_id>,"data":<reply>}``.

@@ -44,8 +44,7 @@ from collections.abc import (
 )
 from contextlib import AsyncExitStack
 from functools import partial
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 from urllib.parse import parse_qsl
 
 import anyio
@@ -60,6 +59,7 @@ from .._auth import Credentials, Identity
 from .._connection import Connection, Outbound
 from .._exceptions import ConnectionClosed, InternalError, ProtocolError
 from .._relay import Relay
+from .._resource import AsyncResource
 from ..events import ErrorEvent, ErrorReply
 from . import _eager
 from ._abort import abort_transport
@@ -171,7 +171,7 @@ class _Dispatch(socketio.AsyncNamespace):  # type: ignore[misc]
         return await self._adapter._on_event(event, *args)
 
 
-class SocketIOAdapter:
+class SocketIOAdapter(AsyncResource):
     """Attaches a relay to a python-socketio ``AsyncServer``.
 
     Each client that connects to the namespace is authenticated by the relay
@@ -313,7 +313,12 @@ class SocketIOAdapter:
 
     # --- lifecycle -------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
+        """Start serving the namespace; prefer ``async with``.
+
+        Raises:
+            RuntimeError: If the adapter was started before, or not on asyncio.
+        """
         library = sniffio.current_async_library()
         if library != "asyncio":
             raise RuntimeError(
@@ -327,15 +332,6 @@ class SocketIOAdapter:
             self._stack = stack.pop_all()
         self._guard.start(self._tg)
         self._accepting = True
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Disconnect every client of the namespace and stop serving it.
@@ -351,7 +347,7 @@ class SocketIOAdapter:
         # Each connection leaves the relay, then its task disconnects the client.
         for session in list(self._sessions.values()):
             session.scope.cancel()
-        # The task group was entered in __aenter__: leave it outside any new scope.
+        # The task group was entered in start(): leave it outside any new scope.
         await self._stack.aclose()
         if self._owns_server:
             # engine.io's shutdown waits for each client to take its CLOSE packet: a

@@ -99,7 +99,7 @@ def close_code(reason: str) -> CloseCode:
     """The close code for a reason the relay closed a connection with.
 
     Args:
-        reason: A `chatrelay.Connection.close_reason`, such as
+        reason: A `chatrelay.lowlevel.Connection.close_reason`, such as
             ``"slow_consumer"``; it is also sent as the close frame's reason.
 
     Returns:

@@ -11,6 +11,7 @@ from .._backplane import Envelope as Envelope
 from .._backplane import decode_envelope as decode_envelope
 from .._backplane import encode_envelope as encode_envelope
 from .._backplane import new_node_id as new_node_id
+from .._public import publish as _publish
 from ._memory import LocalBackplane as LocalBackplane
 from ._memory import MemoryBackplane as MemoryBackplane
 from ._memory import MemoryBus as MemoryBus
@@ -25,3 +26,5 @@ __all__ = [
     "encode_envelope",
     "new_node_id",
 ]
+
+_publish(__name__, __all__)

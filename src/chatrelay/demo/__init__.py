@@ -6,6 +6,7 @@ ack means). Needs the ``demo`` extra (``pip install 'chatrelay[demo]'``), and th
 ``redis`` extra too for several servers sharing one Redis (``create_app(redis_url=…)``).
 """
 
+from .._public import publish as _publish
 from ._app import DemoApp, create_app
 from ._models import Conversation, DemoError, User
 from ._service import DemoService
@@ -23,3 +24,5 @@ __all__ = [
     "User",
     "create_app",
 ]
+
+_publish(__name__, __all__)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import itertools
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Literal, Self, TypeAlias
+from typing import Literal, TypeAlias
 
 import attrs
 
+from .._resource import AsyncResource
 from ..events import Message, MessageStatus
 from ._models import Conversation
 
@@ -23,7 +23,7 @@ class StoreUnavailable(Exception):
     """The store cannot be reached now (its server is down, say)."""
 
 
-class DemoStore(ABC):
+class DemoStore(AsyncResource):
     """Keeps the demo's conversations and messages, and decides nothing.
 
     The rules (who may post, statuses only move forward) are
@@ -36,27 +36,15 @@ class DemoStore(ABC):
     something to connect to.
     """
 
-    async def start(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+    async def start(self) -> None:
         """Connect to the storage, if there is one to connect to.
 
         Raises:
             StoreUnavailable: If the storage cannot be reached.
         """
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook, nothing to do by default
+    async def aclose(self) -> None:
         """Disconnect from the storage."""
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     @abstractmethod
     async def seed(self, drafts: Sequence[Draft]) -> list[Conversation]:

@@ -19,7 +19,10 @@ here as it would on the wire::
 streams.
 """
 
+from .._public import publish as _publish
 from ._backplane import check_backplane
 from ._memory import MemoryClient, MemoryTransport, ReceivedEvent
 
 __all__ = ["MemoryClient", "MemoryTransport", "ReceivedEvent", "check_backplane"]
+
+_publish(__name__, __all__)

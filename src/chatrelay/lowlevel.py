@@ -1,0 +1,28 @@
+"""The API for adapter authors: what a transport needs to serve a relay.
+
+Applications do not need this module; they use `chatrelay`. An adapter (such as
+`chatrelay.adapters.socketio` or `chatrelay.testing.MemoryTransport`) does this:
+
+1. gather what the client presented into `chatrelay.Credentials` and call
+   `chatrelay.Relay.authenticate`;
+2. open a `Connection` with `chatrelay.Relay.connect`;
+3. feed each inbound request to `Connection.handle` and send its reply;
+4. send each `Outbound` event to the client, either as the relay hands it over
+   (`Connection.deliver_directly`) or by reading the connection's `OutgoingStream`
+   (`Connection.outgoing`), and report the client's acks with
+   `Connection.acknowledge`;
+5. close the transport when the connection's stream ends, with its
+   `Connection.close_reason`.
+
+Errors travel as the exceptions of `chatrelay.exceptions`; the payloads are those of
+`chatrelay.events`, encoded by `chatrelay.codec`.
+"""
+
+from ._connection import Connection as Connection
+from ._connection import Outbound as Outbound
+from ._outgoing import OutgoingStream as OutgoingStream
+from ._public import publish as _publish
+
+__all__ = ["Connection", "Outbound", "OutgoingStream"]
+
+_publish(__name__, __all__)
