@@ -25,7 +25,7 @@ from starlette.types import Message as ASGIMessage
 from starlette.types import Receive, Scope, Send
 
 from chatrelay import Message, MessageStatus, Relay, RelayConfig, Sender
-from chatrelay.adapters.socketio import SocketIOAdapter
+from chatrelay.adapters import _sio_wire
 from chatrelay.adapters.starlette import WebSocketAdapter
 from chatrelay.backplanes import MemoryBus
 from chatrelay.demo import create_app
@@ -308,15 +308,15 @@ async def test_a_socketio_send_that_fails_is_logged_once_and_the_client_stays(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    encode = SocketIOAdapter._encode
+    encode = _sio_wire.encoded
 
-    def failing_encode(self: SocketIOAdapter, item: Outbound) -> Any:
+    def failing_encode(item: Outbound, head: str) -> Any:
         # A bug in the encoding of some events (as the raw surrogates were).
         if "boom" in item.json:
             raise ValueError("cannot encode this event")
-        return encode(self, item)
+        return encode(item, head)
 
-    monkeypatch.setattr(SocketIOAdapter, "_encode", failing_encode)
+    monkeypatch.setattr(_sio_wire, "encoded", failing_encode)
     async with (
         sio_serving() as served,
         connect(kind, served.url, user="bob", transports=transports) as bob,
@@ -341,4 +341,4 @@ async def test_a_socketio_send_that_fails_is_logged_once_and_the_client_stays(
         assert bob.disconnect_reason is None
         assert [r.event for r in bob.received] == ["message:received", "message:received"]
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert [r.getMessage().split(" (")[0] for r in errors] == ["Socket.IO send failed"]
+    assert [r.getMessage().split(" (")[0] for r in errors] == ["socketio send failed"]

@@ -21,6 +21,7 @@ import anyio.lowlevel
 import pytest
 import socketio
 
+import chatrelay.adapters._sio_wire
 from chatrelay import (
     Delivery,
     Limits,
@@ -403,15 +404,14 @@ async def test_a_broadcast_is_encoded_once_for_all_recipients(
 ) -> None:
     deliveries = Deliveries()
     async with serving(on_delivered=deliveries) as served:
-        adapter = served.adapter
         encoded: list[Outbound] = []
-        encode = adapter._encode
+        encode = chatrelay.adapters._sio_wire.encoded
 
-        def counting(item: Outbound) -> Any:
+        def counting(item: Outbound, head: str) -> Any:
             encoded.append(item)
-            return encode(item)
+            return encode(item, head)
 
-        monkeypatch.setattr(adapter, "_encode", counting)
+        monkeypatch.setattr(chatrelay.adapters._sio_wire, "encoded", counting)
         async with (
             connect("python", served.url, user="alice") as alice,
             connect("python", served.url, user="bob") as bob,

@@ -26,6 +26,7 @@ from websockets.asyncio.client import connect as ws_connect
 
 import chatrelay.adapters.socketio as socketio_adapter
 from chatrelay import Limits, Message, MessageStatus, RelayConfig
+from chatrelay.adapters import _sio_wire
 from chatrelay.adapters.socketio import SocketIOAdapter
 from socketio_support import CLIENT_KINDS, TIMEOUT, ClientKind, connect, serving
 from waiting import eventually
@@ -63,13 +64,18 @@ class Paths:
 
     def __init__(self, adapter: SocketIOAdapter, monkeypatch: pytest.MonkeyPatch) -> None:
         self.direct = 0
-        send_directly = adapter._send_directly
+        (session,) = adapter._sessions.values()
+        wire = session.wire
+        assert wire is not None
+        send = wire._ws_send
+        if send is None:
+            return  # no direct path for this client
 
-        def counting(*args: Any) -> None:
+        def counting(message: dict[str, Any]) -> Any:
             self.direct += 1
-            send_directly(*args)
+            return send(message)
 
-        monkeypatch.setattr(adapter, "_send_directly", counting)
+        monkeypatch.setattr(wire, "_ws_send", counting)
 
 
 async def received_ids(client: Any, count: int) -> list[str]:
@@ -96,7 +102,7 @@ async def test_events_keep_their_order_whether_sent_directly_or_queued(
                 queue.put_nowait(noop)
             elif n % 10 == 5:
                 with anyio.fail_after(TIMEOUT):
-                    while queue.qsize() or not socketio_adapter._waits_on(queue):
+                    while queue.qsize() or not _sio_wire._waits_on(queue):
                         await anyio.lowlevel.checkpoint()  # until the writer sent it
             await served.relay.message_received(message(n))
         assert await received_ids(alice, 300) == [f"m{n}" for n in range(300)]
@@ -108,7 +114,7 @@ async def test_a_send_that_waits_holds_back_the_later_events(
 ) -> None:
     gate = anyio.Event()
     held: list[str] = []
-    websocket_send = socketio_adapter._websocket_send
+    websocket_send = _sio_wire.websocket_send
 
     def gated(environ: dict[str, Any], socket: Any) -> Any:
         send = websocket_send(environ, socket)
@@ -122,7 +128,7 @@ async def test_a_send_that_waits_holds_back_the_later_events(
 
         return gated_send
 
-    monkeypatch.setattr(socketio_adapter, "_websocket_send", gated)
+    monkeypatch.setattr(socketio_adapter, "websocket_send", gated)
     async with (
         serving() as served,
         connect(kind, served.url, user="alice", transports=WEBSOCKET) as alice,
@@ -205,13 +211,14 @@ async def test_a_client_that_leaves_while_a_send_to_it_waits(
             with anyio.fail_after(TIMEOUT):
                 (session,) = served.adapter._sessions.values()
                 # Until the client's buffers are full and a direct send waits for it.
-                while session.sending is None:
+                while session.outlet is None or not session.outlet._busy:
                     await served.relay.message_received(message(n, text=big))
                     n += 1
                     await anyio.lowlevel.checkpoint()
             bob.transport.abort()  # the client vanishes mid-send
             await eventually(lambda: served.relay.statistics().connections == 0, within=TIMEOUT)
-        assert session.sending is None  # the waiting send ended with the connection
+        assert session.outlet is not None
+        assert not session.outlet._busy  # the waiting send ended with the connection
         assert served.adapter._sessions == {}
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 

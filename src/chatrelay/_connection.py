@@ -134,6 +134,13 @@ class Connection:
             return 0
         return self._outgoing.queued
 
+    @property
+    def queued_total(self) -> int:
+        """How many events ever waited on `outgoing` (no queue is made to answer)."""
+        if self._outgoing is None:
+            return 0
+        return self._outgoing.put_count
+
     def _make_queue(self) -> OutgoingStream:
         outgoing = OutgoingStream(max_bytes=self._max_bytes, max_items=self._max_items)
         if self.close_reason is not None:

@@ -7,10 +7,11 @@ Applications do not need this module; they use `chatrelay`. An adapter (such as
    `chatrelay.Relay.authenticate`;
 2. open a `Connection` with `chatrelay.Relay.connect`;
 3. feed each inbound request to `Connection.handle` and send its reply;
-4. send each `Outbound` event to the client, either as the relay hands it over
-   (`Connection.deliver_directly`) or by reading the connection's `OutgoingStream`
-   (`Connection.outgoing`), and report the client's acks with
-   `Connection.acknowledge`;
+4. send each `Outbound` event to the client through an `Outlet`, the core's
+   outbound engine, given a `Wire` of the transport's (how to frame an event, hand
+   it over now, or write it waiting): the outlet keeps order, the bounded queue, the
+   pending acks and the ordering rule for acks; report the client's acks with
+   `Outlet.acked` and `Connection.acknowledge`;
 5. close the transport when the connection's stream ends, with its
    `Connection.close_reason`.
 
@@ -21,8 +22,10 @@ Errors travel as the exceptions of `chatrelay.exceptions`; the payloads are thos
 from ._connection import Connection as Connection
 from ._connection import Outbound as Outbound
 from ._outgoing import OutgoingStream as OutgoingStream
+from ._outlet import Outlet as Outlet
+from ._outlet import Wire as Wire
 from ._public import publish as _publish
 
-__all__ = ["Connection", "Outbound", "OutgoingStream"]
+__all__ = ["Connection", "Outbound", "OutgoingStream", "Outlet", "Wire"]
 
 _publish(__name__, __all__)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
+from collections.abc import Awaitable
 from typing import Final
 
 import anyio
@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from .._connection import Connection, Outbound
 from .._exceptions import ConnectionClosed, InvalidPayload
+from .._outlet import Outlet
 from . import _eager
 from ._abort import abort_transport
 from ._wsframes import ACK_EVENT, AUTH_EVENT, ack_frame, event_frame, parse_frame
@@ -104,32 +105,54 @@ async def close_or_abort(websocket: WebSocket, send: Send, code: int, reason: st
         )
 
 
+class _Wire:
+    """The WebSocket binding's side of a connection's `Outlet`: JSON text frames."""
+
+    __slots__ = ("_asgi_send", "_eager", "_ws")
+
+    def __init__(self, websocket: WebSocket, send: Send) -> None:
+        self._ws = websocket
+        # Events go out as ASGI messages: the socket is accepted and stays so while the
+        # session runs, so Starlette's state checks have nothing to add per event.
+        self._asgi_send = send
+        # asyncio: the direct path sends eagerly. trio: every event goes through the
+        # queue (a trio send cannot be started outside a task).
+        self._eager = _on_asyncio()
+
+    def frame(self, item: Outbound, ack_id: int | None) -> str:
+        return item.frame() if ack_id is None else event_frame(item, str(ack_id))
+
+    def ready(self) -> bool:
+        return self._eager
+
+    def put(self, frame: str) -> Awaitable[None] | None:
+        # Runs the send as asyncio's eager tasks do: it usually completes without
+        # waiting (the server buffers the frame); one that waits, the outlet finishes.
+        started = _eager.start(self._asgi_send({"type": "websocket.send", "text": frame}))
+        return None if started is None else _eager.finish(started)
+
+    async def write(self, frame: str) -> None:
+        await self._ws.send_text(frame)
+
+    def gone(self, error: Exception) -> bool:
+        return isinstance(error, _GONE)
+
+    def forget_ack(self, ack_id: int) -> None:
+        pass  # the outlet was the only one to remember it
+
+
 class Session:
     """One authenticated connection, served by the task that reads it.
 
-    The reader runs in the connection's own (ASGI) task; events come from the
-    relay's fan-out through `_deliver`, in the sender's task. A second task runs
-    only while there is something to wait for: a send that had to wait for the
-    client, or events queued behind it. An idle connection therefore holds one task
-    and no queue, which is most of what a connection costs.
+    The reader runs in the connection's own (ASGI) task; events go out through the
+    connection's `Outlet` (the core's outbound engine), from the relay's fan-out
+    when the client keeps up. A second task runs only while there is something to
+    wait for: a send that had to wait for the client, or events queued behind it. An
+    idle connection therefore holds one task and no queue, which is most of what a
+    connection costs.
     """
 
-    __slots__ = (
-        "_asgi_send",
-        "_busy",
-        "_conn",
-        "_drained",
-        "_draining",
-        "_eager",
-        "_failed_once",
-        "_idle",
-        "_ids",
-        "_max_frame_bytes",
-        "_max_pending_acks",
-        "_pending",
-        "_tg",
-        "_ws",
-    )
+    __slots__ = ("_conn", "_max_frame_bytes", "_outlet", "_tg", "_ws")
 
     def __init__(
         self,
@@ -141,30 +164,12 @@ class Session:
         max_pending_acks: int,
     ) -> None:
         self._max_frame_bytes = max_frame_bytes
-        self._max_pending_acks = max_pending_acks
         self._ws = websocket
-        # Events go out as ASGI messages: the socket is accepted and stays so while the
-        # session runs, so Starlette's state checks have nothing to add per event.
-        self._asgi_send = send
         self._conn = conn
-        self._ids = itertools.count(1)
-        # Events that asked for an ack, by the id this connection sent them with.
-        self._pending: dict[str, Outbound] = {}
-        # A send is under way (the reader's ack, the drainer's event, or a direct send
-        # that had to wait): the socket takes one frame at a time.
-        self._busy = False
-        # Made by whoever waits for the send under way; set when it ends.
-        self._idle: anyio.Event | None = None
-        # A drain task is running (or about to): events queue behind it, in order.
-        self._draining = False
-        # Made by a reply that waits for the drain task; set when that task ends.
-        self._drained: anyio.Event | None = None
-        # asyncio: the direct path sends eagerly. trio: every event goes through the
-        # queue (a trio send cannot be started outside a task).
-        self._eager = _on_asyncio()
         self._tg: TaskGroup | None = None
-        # A send failed otherwise than by the client leaving: logged once per connection.
-        self._failed_once = False
+        self._outlet = Outlet(
+            conn, _Wire(websocket, send), pending_acks=max_pending_acks, on_gone=self._end
+        )
 
     async def run(self) -> str | None:
         """Serve the connection until either side ends it; return the relay's close reason."""
@@ -172,15 +177,13 @@ class Session:
             self._tg = tg
             conn = self._conn
             conn.on_close(tg.cancel_scope.cancel)
-            conn.deliver_directly(self._deliver)
+            self._outlet.start(tg)
             if conn.closed:
                 tg.cancel_scope.cancel()
-            elif conn.queued:
-                self._drain_soon()  # sent before the direct path was in place
             try:
                 await self._read()
             finally:
-                conn.deliver_directly(None)
+                self._outlet.stop()
                 conn.on_close(None)
             tg.cancel_scope.cancel()
         # The relay (or the reader, through the relay) closed the connection if this
@@ -191,139 +194,6 @@ class Session:
         """End the session: the client is gone."""
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
-
-    async def _send(self, text: str, item: Outbound | None = None) -> None:
-        # The reader (acks), the drainer (events) and the direct path share the socket.
-        while self._busy:
-            if self._idle is None:
-                self._idle = anyio.Event()
-            await self._idle.wait()
-        self._busy = True
-        try:
-            await self._ws.send_text(text)
-        except _GONE:
-            raise
-        except Exception:
-            self._failed(item)
-        finally:
-            self._sent()
-
-    def _failed(self, item: Outbound | None) -> None:
-        """A send raised something other than "the client is gone": log it, carry on.
-
-        It is not the client's doing (every frame is valid UTF-8 JSON), so the
-        connection stays; only this frame is lost. Logged at ERROR once per
-        connection, with the traceback, so a bug cannot flood the log; an event that
-        asked for an ack is forgotten, as it never reached the client.
-        """
-        if not self._failed_once:
-            self._failed_once = True
-            _logger.exception(
-                "websocket send failed (the connection stays; later failures of it are"
-                " not logged): connection=%s user=%s",
-                self._conn.id,
-                self._conn.user_id,
-            )
-        if item is not None and item.wants_ack:
-            for ack_id in [k for k, v in self._pending.items() if v is item]:
-                del self._pending[ack_id]
-
-    def _sent(self) -> None:
-        self._busy = False
-        idle = self._idle
-        if idle is not None:
-            self._idle = None
-            idle.set()
-
-    def _deliver(self, item: Outbound) -> bool:
-        """The direct path: send an event from the relay's fan-out, in the sender's task.
-
-        A broadcast then costs what sequential ``send_text`` calls cost, with no task
-        woken per recipient. The send runs eagerly, as asyncio's eager tasks do: it
-        usually completes without waiting (the server buffers the frame). If it has
-        to wait for this client, a task of the session finishes it, and later events
-        queue behind it on ``outgoing``, where the relay's bound and slow-consumer
-        policy apply; so a slow client never holds up the others.
-        """
-        if not self._eager or self._busy or self._draining:
-            self._drain_soon()
-            return False
-        try:
-            started = _eager.start(
-                self._asgi_send({"type": "websocket.send", "text": self._encode(item)})
-            )
-        except _GONE:
-            # The client is gone: end the session, as a failed send of the drainer does.
-            _logger.debug("direct send failed: connection=%s", self._conn.id, exc_info=True)
-            self._end()
-            return True
-        except Exception:
-            self._failed(item)
-            return True
-        if started is not None:
-            assert self._tg is not None
-            self._busy = True
-            self._tg.start_soon(self._finish, started, item)
-        return True
-
-    async def _finish(self, started: _eager.Started, item: Outbound) -> None:
-        """Run to its end a send that `_deliver` started and that had to wait."""
-        try:
-            await _eager.finish(started)
-        except _GONE:
-            self._end()
-        except Exception:
-            self._failed(item)
-        finally:
-            self._sent()
-
-    def _drain_soon(self) -> None:
-        """Make sure a task sends what is (about to be) queued on ``outgoing``."""
-        if not self._draining and self._tg is not None:
-            self._draining = True
-            self._tg.start_soon(self._drain)
-
-    async def _drain(self) -> None:
-        """Send the queued events, in order, then end: the direct path takes over."""
-        outgoing = self._conn.outgoing
-        try:
-            while not self._conn.closed:
-                # What is queued already is sent without a checkpoint per event.
-                item = outgoing.receive_nowait()
-                await self._send(self._encode(item), item)
-        except (anyio.WouldBlock, anyio.EndOfStream):
-            pass  # all sent (or closed); the direct path takes over from here
-        except WebSocketDisconnect:
-            self._end()
-        finally:
-            self._draining = False
-            drained, self._drained = self._drained, None
-            if drained is not None:
-                drained.set()
-
-    async def _reply(self, text: str) -> None:
-        """Send an ack once every event handed to the connection before it is sent.
-
-        The protocol's ordering rule: an ack never overtakes an earlier event, also
-        when events wait on ``outgoing`` behind a client that reads slowly.
-        """
-        conn = self._conn
-        while (self._draining or conn.queued) and not conn.closed:
-            if not self._draining:
-                self._drain_soon()
-            if self._drained is None:
-                self._drained = anyio.Event()
-            await self._drained.wait()
-        await self._send(text)
-
-    def _encode(self, item: Outbound) -> str:
-        if not item.wants_ack:
-            return item.frame()
-        ack_id = str(next(self._ids))
-        self._pending[ack_id] = item
-        if len(self._pending) > self._max_pending_acks:
-            del self._pending[next(iter(self._pending))]
-        return event_frame(item, ack_id)
 
     async def _read(self) -> None:
         """Hand the client's frames to the connection until the client leaves."""
@@ -358,7 +228,7 @@ class Session:
         if frame.error is not None:
             reply = self._conn.reject(frame.error)
         elif frame.event == ACK_EVENT:
-            item = self._pending.pop(frame.id, None) if isinstance(frame.id, str) else None
+            item = self._outlet.acked(_server_id(frame.id))
             if item is not None:
                 await self._conn.acknowledge(item)
             return True
@@ -367,5 +237,12 @@ class Session:
         else:
             reply = await self._conn.handle(frame.event, frame.data, size=size)
         if isinstance(frame.id, int):
-            await self._reply(ack_frame(frame.id, reply))
+            await self._outlet.reply(ack_frame(frame.id, reply))
         return True
+
+
+def _server_id(value: object) -> int:
+    """The id of an ack frame, as the server issued it (``"7"``); 0 if it is none of them."""
+    if isinstance(value, str) and value.isdecimal() and not value.startswith("0"):
+        return int(value)
+    return 0

@@ -29,21 +29,14 @@ that upgraded from long-polling go through engine.io's queue.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
-import time
-from collections import deque
 from collections.abc import (
     Awaitable,
     Callable,
-    Coroutine,
-    Iterable,
     MutableMapping,
     Sequence,
 )
 from contextlib import AsyncExitStack
-from functools import partial
 from typing import Any, Final
 from urllib.parse import parse_qsl
 
@@ -58,12 +51,13 @@ from .. import codec
 from .._auth import Credentials, Identity
 from .._connection import Connection, Outbound
 from .._exceptions import ConnectionClosed, InternalError, ProtocolError
+from .._outlet import Outlet
 from .._relay import Relay
 from .._resource import AsyncResource
 from ..events import ErrorEvent, ErrorReply
-from . import _eager
 from ._abort import abort_transport
 from ._sio_guard import PacketGuard, QuietLibraryLog
+from ._sio_wire import ASGISend, Frame, SocketIOWire, websocket_send
 
 __all__ = ["ASGIApp", "SocketIOAdapter"]
 
@@ -79,22 +73,10 @@ ASGIApp = Callable[
 ]
 """An ASGI application: ``async (scope, receive, send) -> None``."""
 
-_ASGISend = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
-
 _TRANSPORT: Final = "socketio"
-# What a send raises when the client is gone (the server's, anyio's); anything else is
-# a bug somewhere, logged (see SocketIOAdapter._failed).
-_GONE: Final = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
-
-# Engine.IO packets waiting for one client before its pump stops taking events from
-# the relay. Engine.IO's own queue is unbounded; stopping here lets the relay's bounded
-# queue fill instead, so its slow-consumer policy applies to Socket.IO clients too.
-_SEND_BUFFER: Final = 64
-# How often a pump that waits for a slow client checks whether the relay closed it.
-_DRAIN_CHECK: Final = 0.1
 # Engine.IO packets python-engineio decodes from one long-polling POST; it refuses a
 # POST with more, whole (its default is 16), and clients batch what they send while a
-# POST is under way: an ack for each of up to _SEND_BUFFER events of one poll, plus
+# POST is under way: an ack for each of up to SEND_BUFFER (64) events of one poll, plus
 # requests. Requests past the relay's rate limit are refused one by one, cheaply.
 _MAX_DECODE_PACKETS: Final = 1024
 # Seconds a client that the relay closed has to take its last packets (the ``error``
@@ -115,41 +97,15 @@ class _Session:
     # python-socketio runs each inbound event in a task of its own; the lock hands
     # them to the relay one at a time, in arrival order (asyncio's locks are fair).
     lock: anyio.Lock = attrs.Factory(anyio.Lock)
-    acks: deque[int] = attrs.Factory(deque)
     conn: Connection | None = None
     client_gone: bool = False
-    # Events that the direct path refused are on their way through the pump: until it
-    # has sent them all, later events queue behind them, so none overtakes another.
-    backlog: bool = True
     # engine.io's socket for the client, and the ASGI ``send`` of its WebSocket when it
     # connected over WebSocket from the start (not when it upgraded from polling).
     socket: Any = None
-    ws_send: _ASGISend | None = None
-    # Set while a send that the direct path started waits for the client (a task
-    # finishes it); the event is set when it is done.
-    sending: anyio.Event | None = None
-    # A send failed otherwise than by the client leaving: logged once per connection.
-    failed_once: bool = False
-    # Events the pump has handed to engine.io, of those queued on ``outgoing``.
-    forwarded: int = 0
-    # Made by a request's ack that waits for the pump; set when the pump moves on.
-    progress: anyio.Event | None = None
-
-    def notify(self) -> None:
-        """Wake an ack that waits for the pump or for a direct send."""
-        progress, self.progress = self.progress, None
-        if progress is not None:
-            progress.set()
-
-
-@attrs.frozen
-class _Encoded:
-    """One event as Socket.IO text, shared by all recipients: ``head[id]body``."""
-
-    head: str
-    body: str
-    packet: Any  # the engine.io packet of head + body, for recipients without an ack
-    text: str  # that packet as engine.io writes it on a WebSocket: "4" + head + body
+    ws_send: ASGISend | None = None
+    # The core's outbound engine for this connection, once admitted, and its wire.
+    outlet: Outlet[Frame] | None = None
+    wire: SocketIOWire | None = None
 
 
 class _Dispatch(socketio.AsyncNamespace):  # type: ignore[misc]
@@ -265,7 +221,6 @@ class SocketIOAdapter(AsyncResource):
         """The python-socketio ``AsyncServer`` the adapter is attached to."""
         self.namespace = namespace
         self._cache_key = f"socketio:{namespace}"
-        self._ping_timeout: float = server.eio.ping_timeout
         self._head = "2" if namespace == "/" else f"2{namespace},"
         self._sessions: dict[str, _Session] = {}
         self._stack: AsyncExitStack | None = None
@@ -273,7 +228,7 @@ class SocketIOAdapter(AsyncResource):
         self._accepting = False
         # The ASGI ``send`` of each WebSocket that upgrades an engine.io session, by
         # its engine.io sid: what aborts the connection of a client that stopped reading.
-        self._upgrade_sends: dict[str, _ASGISend] = {}
+        self._upgrade_sends: dict[str, ASGISend] = {}
         payload = engineio.payload.Payload
         payload.max_decode_packets = max(payload.max_decode_packets, _MAX_DECODE_PACKETS)
         server.register_namespace(_Dispatch(self, namespace))
@@ -406,9 +361,9 @@ class SocketIOAdapter(AsyncResource):
             session.scope.cancel()
             raise _unavailable()
         session.socket = self.server.eio.sockets.get(eio_sid)
-        session.ws_send = _websocket_send(environ, session.socket)
+        session.ws_send = websocket_send(environ, session.socket)
         # From here python-socketio queues the CONNECT packet without yielding, so the
-        # pump, which waits for this, cannot send an event before it.
+        # outlet, which starts after this, cannot send an event before it.
         session.admitted.set()
         self._guard.joined(eio_sid)
         return True
@@ -435,8 +390,10 @@ class SocketIOAdapter(AsyncResource):
                 # size=None: python-socketio hands over decoded arguments, so the
                 # relay measures the JSON of the payload itself.
                 reply = await conn.handle(event, data)
-                # python-socketio queues the ack on engine.io when this returns.
-                await self._flushed(session, conn)
+                # python-socketio queues the ack on engine.io when this returns: what
+                # the relay handed the connection before must be with engine.io first.
+                if session.outlet is not None:
+                    await session.outlet.flushed()
                 return reply
         except ConnectionClosed:
             return None  # the relay closed it; the client is being disconnected
@@ -468,15 +425,24 @@ class SocketIOAdapter(AsyncResource):
                 async with (
                     self.relay.connect(identity, transport=_TRANSPORT) as conn,
                     conn.outgoing,
+                    anyio.create_task_group() as tg,
                 ):
                     session.conn = conn
-                    conn.deliver_directly(partial(self._deliver, session, conn))
+                    closed = anyio.Event()
+                    conn.on_close(closed.set)
                     task_status.started(session)
                     await session.admitted.wait()
-                    await self._pump(session, conn)
+                    session.wire = self._wire(session, conn)
+                    session.outlet = Outlet(
+                        conn, session.wire, pending_acks=self.relay.config.limits.pending_acks
+                    )
+                    session.outlet.start(tg)
+                    if not conn.closed:
+                        await closed.wait()
+                    session.outlet.stop()
+                    tg.cancel_scope.cancel()
         finally:
             del self._sessions[sid]
-            session.notify()
             # In no namespace now, the client has the handshake timeout to join again.
             self._guard.left(eio_sid)
         # The relay closed the connection (outgoing ended), or the adapter is closing.
@@ -488,212 +454,6 @@ class SocketIOAdapter(AsyncResource):
                     await self._close_client(session, conn)
                 except Exception:
                     _logger.exception("Socket.IO disconnect failed: sid=%s", sid)
-
-    def _deliver(self, session: _Session, conn: Connection, item: Outbound) -> bool:
-        """The direct path: send the event to the client at once, or queue it for it.
-
-        The relay calls it during a fan-out, for each recipient, so that no task of
-        ours wakes per recipient. When engine.io's writer for a WebSocket client is
-        idle (its queue is empty and it waits on it), the event is written on the
-        WebSocket here, as the writer would write it, without waking the writer (a
-        task, a queue and a timer per packet). Otherwise it joins engine.io's queue,
-        behind what is there, as python-socketio's own broadcasts do. It refuses (the
-        event then goes through the pump, with its bound and slow-consumer policy)
-        while the client has a backlog or a send to it waits.
-        """
-        socket = session.socket
-        if not session.backlog and session.sending is None and socket is not None:
-            queue = socket.queue
-            last_ping = socket.last_ping
-            if (
-                not socket.closed
-                and not socket.closing
-                # What engine.io's send() checks: past it, the pump's send closes it.
-                and not (last_ping and time.time() - last_ping > self._ping_timeout)
-            ):
-                size = queue.qsize()
-                if size == 0 and session.ws_send is not None and _waits_on(queue):
-                    self._send_directly(session, conn, item, session.ws_send)
-                    return True
-                if size < _SEND_BUFFER:
-                    acks = session.acks[-1] if session.acks else None
-                    try:
-                        packet = self._packet(session, conn, item)
-                    except Exception:  # the sink must not raise into the fan-out
-                        self._failed(session, conn, acks)
-                        return True
-                    queue.put_nowait(packet)
-                    return True
-        session.backlog = True
-        return False
-
-    def _send_directly(
-        self, session: _Session, conn: Connection, item: Outbound, send: _ASGISend
-    ) -> None:
-        """Write the event on the client's WebSocket, eagerly, as asyncio's eager tasks do.
-
-        It usually completes at once, because the server buffers the frame. If it has
-        to wait for the client, a task finishes it, and until then later events go
-        through the pump, which waits for it: none overtakes another.
-        """
-        acks = session.acks[-1] if session.acks else None
-        try:
-            message = {
-                "type": "websocket.send",
-                "bytes": None,
-                "text": self._text(session, conn, item),
-            }
-            started = _eager.start(send(message))
-        except _GONE:
-            # The client is gone: engine.io's reader sees it and disconnects it.
-            _logger.debug("Socket.IO direct send failed: connection=%s", conn.id, exc_info=True)
-            return
-        except Exception:
-            self._failed(session, conn, acks)
-            return
-        if started is not None:
-            assert self._tg is not None
-            session.sending = anyio.Event()
-            self._tg.start_soon(self._finish, session, conn, started, acks)
-
-    async def _finish(
-        self, session: _Session, conn: Connection, started: _eager.Started, acks: int | None
-    ) -> None:
-        """Run to its end a send that `_send_directly` started and that had to wait."""
-        try:
-            await _eager.finish(started)
-        except _GONE:
-            _logger.debug("Socket.IO direct send failed: connection=%s", conn.id, exc_info=True)
-        except Exception:
-            self._failed(session, conn, acks)
-        finally:
-            done, session.sending = session.sending, None
-            if done is not None:
-                done.set()
-            session.notify()
-
-    async def _pump(self, session: _Session, conn: Connection) -> None:
-        outgoing = conn.outgoing
-        try:
-            while True:
-                try:
-                    item = outgoing.receive_nowait()
-                except anyio.WouldBlock:
-                    # Everything the direct path refused is sent: it may take over.
-                    session.backlog = False
-                    item = await outgoing.receive()
-                if not await self._drain(session, conn):
-                    return
-                acks = session.acks[-1] if session.acks else None
-                try:
-                    packet = self._packet(session, conn, item)
-                    await self.server.eio.send_packet(session.eio_sid, packet)
-                except _GONE:
-                    return  # engine.io's reader sees it and disconnects the client
-                except Exception:
-                    self._failed(session, conn, acks)
-                finally:
-                    # Handed over, or lost: either way it no longer holds back an ack.
-                    session.forwarded += 1
-                    session.notify()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            return
-
-    def _failed(self, session: _Session, conn: Connection, acks: int | None) -> None:
-        """A send raised something other than "the client is gone": log it, carry on.
-
-        It is not the client's doing (every packet is valid UTF-8 JSON), so the
-        connection stays; only this event is lost. Logged at ERROR once per
-        connection, with the traceback, so a bug cannot flood the log; the ack the
-        event asked for, if it registered one, is forgotten, as it never reached the
-        client. Call it from the ``except`` block, with the last of ``session.acks``
-        from before the send (``None`` if there was none).
-        """
-        if not session.failed_once:
-            session.failed_once = True
-            _logger.exception(
-                "Socket.IO send failed (the connection stays; later failures of it are"
-                " not logged): connection=%s user=%s",
-                conn.id,
-                conn.user_id,
-            )
-        callbacks = self.server.manager.callbacks.get(session.sid, {})
-        while session.acks and session.acks[-1] != acks:
-            callbacks.pop(session.acks.pop(), None)
-
-    def _packet(self, session: _Session, conn: Connection, item: Outbound) -> Any:
-        encoded = item.cached(self._cache_key, self._encode)
-        if not item.wants_ack:
-            return encoded.packet
-        ack_id = self._await_ack(session, partial(self._acknowledged, conn, item))
-        return engineio.packet.Packet(
-            engineio.packet.MESSAGE, f"{encoded.head}{ack_id}{encoded.body}"
-        )
-
-    def _text(self, session: _Session, conn: Connection, item: Outbound) -> str:
-        """The event as engine.io writes it on a WebSocket (what ``Packet.encode`` gives)."""
-        encoded = item.cached(self._cache_key, self._encode)
-        if not item.wants_ack:
-            return encoded.text
-        ack_id = self._await_ack(session, partial(self._acknowledged, conn, item))
-        return f"4{encoded.head}{ack_id}{encoded.body}"
-
-    def _encode(self, item: Outbound) -> _Encoded:
-        # What python-socketio's Packet.encode() writes for an EVENT, built around the
-        # payload's JSON that the relay serialized once; the engine.io packet is then
-        # shared by every recipient, as python-socketio's own broadcasts share theirs.
-        body = f"[{codec.dumps(item.event)},{item.json}]"
-        packet = engineio.packet.Packet(engineio.packet.MESSAGE, self._head + body)
-        return _Encoded(self._head, body, packet, packet.encode())
-
-    def _await_ack(self, session: _Session, callback: Callable[..., Awaitable[None]]) -> int:
-        # The manager's own ack ids and callback table (what its emit() uses), so that
-        # python-socketio routes the client's ACK packet to the callback as usual.
-        manager = self.server.manager
-        ack_id: int = manager._generate_ack_id(session.sid, callback)
-        session.acks.append(ack_id)
-        # Clients that never ack (older front ends) would otherwise make python-socketio
-        # keep a callback, and the event it holds, per message: the oldest is dropped.
-        if len(session.acks) > self.relay.config.limits.pending_acks:
-            manager.callbacks.get(session.sid, {}).pop(session.acks.popleft(), None)
-        return ack_id
-
-    async def _acknowledged(self, conn: Connection, item: Outbound, *args: Any) -> None:
-        try:
-            await conn.acknowledge(item)
-        except Exception:
-            _logger.exception("Socket.IO ack failed: connection=%s", conn.id)
-
-    async def _drain(self, session: _Session, conn: Connection) -> bool:
-        """Wait while the client has a backlog; return ``False`` if the relay closed it."""
-        # A send of the direct path that waits for the client goes first.
-        while (sending := session.sending) is not None:
-            if conn.closed:
-                return False
-            with anyio.move_on_after(_DRAIN_CHECK):
-                await sending.wait()
-        socket = self.server.eio.sockets.get(session.eio_sid)
-        queue = getattr(socket, "queue", None)
-        while queue is not None and queue.qsize() >= _SEND_BUFFER:
-            if conn.closed:
-                return False
-            with anyio.move_on_after(_DRAIN_CHECK):
-                await queue.join()
-        return not conn.closed
-
-    async def _flushed(self, session: _Session, conn: Connection) -> None:
-        """Wait until every event handed to the connection so far is with engine.io.
-
-        The protocol's ordering rule: python-socketio queues a request's ack on
-        engine.io's queue, so everything the relay queued for the client before it
-        (on ``outgoing``, or in a direct send that waits) must be there first.
-        """
-        target = conn.outgoing.put_count
-        while (session.forwarded < target or session.sending is not None) and not conn.closed:
-            if session.progress is None:
-                session.progress = anyio.Event()
-            with anyio.move_on_after(_DRAIN_CHECK):
-                await session.progress.wait()
 
     async def _close_client(self, session: _Session, conn: Connection) -> None:
         """Close the client's engine.io connection, so that its client reconnects.
@@ -711,9 +471,8 @@ class SocketIOAdapter(AsyncResource):
             return
         reason = conn.close_reason or "closed"
         error = _close_error(reason)
-        if error is not None:
-            socket.queue.put_nowait(self._packet(session, conn, Outbound("error", error)))
-        socket.queue.put_nowait(engineio.packet.Packet(engineio.packet.CLOSE))
+        wire = session.wire or self._wire(session, conn)
+        wire.close_packets(None if error is None else Outbound("error", error))
         try:
             with anyio.move_on_after(_CLOSE_GRACE):
                 await socket.queue.join()  # taken by the writer, or by a poll
@@ -734,44 +493,30 @@ class SocketIOAdapter(AsyncResource):
             await socket.close(wait=False, abort=True, reason=eio.reason.SERVER_DISCONNECT)
             eio.sockets.pop(session.eio_sid, None)
 
+    def _wire(self, session: _Session, conn: Connection) -> SocketIOWire:
+        async def acknowledged(ack_id: int) -> None:
+            item = session.outlet.acked(ack_id) if session.outlet is not None else None
+            if item is None:
+                return  # forgotten past the bound, or acked before
+            try:
+                await conn.acknowledge(item)
+            except Exception:
+                _logger.exception("Socket.IO ack failed: connection=%s", conn.id)
+
+        return SocketIOWire(
+            server=self.server,
+            sid=session.sid,
+            socket=session.socket,
+            ws_send=session.ws_send,
+            cache_key=self._cache_key,
+            head=self._head,
+            on_ack=acknowledged,
+            closed=lambda: conn.closed,
+        )
+
     def _client_alive(self, eio_sid: str) -> bool:
         socket = self.server.eio.sockets.get(eio_sid)
         return socket is not None and not socket.closed and not socket.closing
-
-
-def _websocket_send(environ: dict[str, Any], socket: Any) -> _ASGISend | None:
-    """The ASGI ``send`` that engine.io's writer uses for this client, if it is a WebSocket.
-
-    Only for a client that connected over WebSocket from the start: then the connect
-    handler's environ is the WebSocket's (python-socketio's ASGI mode puts the ASGI
-    callables in it). A client that upgraded from long-polling has the environ of a
-    polling request, and keeps engine.io's queue.
-    """
-    scope = environ.get("asgi.scope")
-    send = environ.get("asgi.send")
-    if (
-        isinstance(scope, dict)
-        and scope.get("type") == "websocket"
-        # Started with send(None) by the direct path: a coroutine function is needed.
-        and inspect.iscoroutinefunction(send)
-        and socket is not None
-        and getattr(socket, "upgraded", False)
-        and not getattr(socket, "upgrading", True)
-        and isinstance(getattr(socket, "queue", None), asyncio.Queue)
-    ):
-        websocket_send: _ASGISend = send
-        return websocket_send
-    return None
-
-
-def _waits_on(queue: asyncio.Queue[Any]) -> bool:
-    """Whether a task (engine.io's writer) waits on the queue: it has sent all it took.
-
-    The writer takes what is queued, writes it, then waits on the queue again; in
-    between (or when it has exited) nobody waits, and events must queue behind.
-    """
-    getters: Iterable[asyncio.Future[None]] = getattr(queue, "_getters", ())
-    return any(not getter.done() for getter in getters)
 
 
 def _upgrade_sid(scope: Any) -> str | None:

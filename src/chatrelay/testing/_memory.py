@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
 import attrs
+from anyio.abc import TaskGroup
 
 from .._auth import Credentials
 from .._connection import Connection, Outbound
 from .._exceptions import ConnectionClosed
+from .._outlet import Outlet
 from .._relay import Relay
 from .._types import UserId
 
@@ -33,6 +35,7 @@ class ReceivedEvent:
     data: Any
     wants_ack: bool = False
     _item: Outbound | None = attrs.field(default=None, repr=False, eq=False, alias="item")
+    _ack_id: int | None = attrs.field(default=None, repr=False, eq=False, alias="ack_id")
 
 
 class MemoryClient:
@@ -43,7 +46,7 @@ class MemoryClient:
         close_reason: Why the server closed the connection, once it did.
     """
 
-    def __init__(self, connection: Connection, *, auto_ack: bool) -> None:
+    def __init__(self, connection: Connection, *, auto_ack: bool, pending_acks: int = 1024) -> None:
         self._conn = connection
         self._auto_ack = auto_ack
         self.received: list[ReceivedEvent] = []
@@ -52,7 +55,10 @@ class MemoryClient:
         self._reading = anyio.Event()
         self._reading.set()
         self.close_reason: str | None = None
-        self._received_count = 0  # events taken from the connection's queue
+        # The core's outbound engine, as on every transport: events reach `received`
+        # directly while the client reads, and wait on the connection's bounded queue
+        # while it is paused.
+        self._outlet = Outlet(connection, _Wire(self), pending_acks=pending_acks)
 
     @property
     def user_id(self) -> UserId:
@@ -89,9 +95,7 @@ class MemoryClient:
         decoded: dict[str, Any] = json.loads(json.dumps(reply, allow_nan=False))
         # The protocol's ordering rule, as on every transport: the ack comes after
         # every event handed to the connection before it (so not while paused).
-        target = self._conn.outgoing.put_count
-        while self._received_count < target and self.close_reason is None:
-            await self._changed.wait()
+        await self._outlet.flushed()
         return decoded
 
     async def receive(self, event: str | None = None, *, timeout: float = 5.0) -> ReceivedEvent:
@@ -121,7 +125,10 @@ class MemoryClient:
         """Acknowledge an event that asked for an ack, as a real client's callback does."""
         if received._item is None or not received.wants_ack:
             raise ValueError(f"{received.event} did not ask for an ack")
-        await self._conn.acknowledge(received._item)
+        # As a real transport does: an ack the relay no longer awaits (past
+        # `Limits.pending_acks`, or acked before) is ignored.
+        if received._ack_id is not None and self._outlet.acked(received._ack_id) is not None:
+            await self._conn.acknowledge(received._item)
 
     def pause(self) -> None:
         """Stop reading from the connection, like a client on a stalled network."""
@@ -135,22 +142,60 @@ class MemoryClient:
         changed, self._changed = self._changed, anyio.Event()
         changed.set()
 
-    async def _pump(self) -> None:
-        async with self._conn.outgoing:
-            async for item in self._conn.outgoing:
-                await self._reading.wait()
-                frame = json.loads(item.frame())
-                received = ReceivedEvent(
-                    event=frame["event"], data=frame["data"], wants_ack=item.wants_ack, item=item
-                )
-                self.received.append(received)
-                self._pending.append(received)
-                self._received_count += 1
-                self._notify()
-                if self._auto_ack and item.wants_ack:
-                    await self._conn.acknowledge(item)
+    def _start(self, tg: TaskGroup) -> None:
+        self._conn.on_close(self._closed)
+        self._outlet.start(tg)
+        if self._conn.closed:
+            self._closed()
+
+    def _closed(self) -> None:
         self.close_reason = self._conn.close_reason
         self._notify()
+
+    def _record(self, frame: tuple[Outbound, int | None]) -> Awaitable[None] | None:
+        item, ack_id = frame
+        decoded = json.loads(item.frame())  # through JSON text, as on a real wire
+        received = ReceivedEvent(
+            event=decoded["event"],
+            data=decoded["data"],
+            wants_ack=item.wants_ack,
+            item=item,
+            ack_id=ack_id,
+        )
+        self.received.append(received)
+        self._pending.append(received)
+        self._notify()
+        if self._auto_ack and item.wants_ack:
+            return self.ack(received)
+        return None
+
+
+class _Wire:
+    """The memory transport's side of the outlet: events land in the client's list."""
+
+    def __init__(self, client: MemoryClient) -> None:
+        self._client = client
+
+    def frame(self, item: Outbound, ack_id: int | None) -> tuple[Outbound, int | None]:
+        return item, ack_id
+
+    def ready(self) -> bool:
+        return self._client._reading.is_set()
+
+    def put(self, frame: tuple[Outbound, int | None]) -> Awaitable[None] | None:
+        return self._client._record(frame)
+
+    async def write(self, frame: tuple[Outbound, int | None]) -> None:
+        await self._client._reading.wait()
+        pending = self._client._record(frame)
+        if pending is not None:
+            await pending
+
+    def gone(self, error: Exception) -> bool:
+        return False
+
+    def forget_ack(self, ack_id: int) -> None:
+        pass
 
 
 class MemoryTransport:
@@ -200,10 +245,15 @@ class MemoryTransport:
         )
         identity = await self.relay.authenticate(credentials)
         async with self.relay.connect(identity, transport="memory") as connection:
-            client = MemoryClient(connection, auto_ack=auto_ack)
+            client = MemoryClient(
+                connection,
+                auto_ack=auto_ack,
+                pending_acks=self.relay.config.limits.pending_acks,
+            )
             async with anyio.create_task_group() as tg:
-                tg.start_soon(client._pump)
+                client._start(tg)
                 try:
                     yield client
                 finally:
+                    client._outlet.stop()
                     tg.cancel_scope.cancel()
