@@ -19,6 +19,7 @@ from ._debounce import TypingDebouncer as TypingDebouncer
 from ._emitter import Emitter as Emitter
 from ._exceptions import BackplaneError as BackplaneError
 from ._exceptions import ChatRelayError as ChatRelayError
+from ._exceptions import CloseReason as CloseReason
 from ._exceptions import ConnectionClosed as ConnectionClosed
 from ._exceptions import Forbidden as Forbidden
 from ._exceptions import InternalError as InternalError
@@ -29,7 +30,10 @@ from ._exceptions import ProtocolError as ProtocolError
 from ._exceptions import RateLimited as RateLimited
 from ._exceptions import TooManyConnections as TooManyConnections
 from ._exceptions import Unauthorized as Unauthorized
+from ._exceptions import Unavailable as Unavailable
 from ._exceptions import UnknownEvent as UnknownEvent
+from ._exceptions import UnknownNamespace as UnknownNamespace
+from ._exceptions import UnsupportedSubprotocol as UnsupportedSubprotocol
 from ._limits import TokenBucket as TokenBucket
 from ._outgoing import OutgoingStream as OutgoingStream
 from ._presence import PresenceChanged as PresenceChanged
@@ -58,6 +62,7 @@ __all__ = [
     "Authenticator",
     "BackplaneError",
     "ChatRelayError",
+    "CloseReason",
     "ClusterView",
     "Connection",
     "ConnectionClosed",
@@ -97,7 +102,10 @@ __all__ = [
     "TypingChanged",
     "TypingDebouncer",
     "Unauthorized",
+    "Unavailable",
     "UnknownEvent",
+    "UnknownNamespace",
+    "UnsupportedSubprotocol",
     "UserId",
     "__version__",
     "allow_all",

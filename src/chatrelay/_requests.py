@@ -19,13 +19,13 @@ from . import codec
 from ._auth import Identity
 from ._config import RelayConfig
 from ._connection import Connection, Delivery, Outbound
+from ._errors import check_payload_size, error_payload, failed_ack
 from ._exceptions import (
     ConnectionClosed,
     Forbidden,
     InternalError,
     InvalidPayload,
     NotInConversation,
-    PayloadTooLarge,
     ProtocolError,
     RateLimited,
 )
@@ -34,8 +34,6 @@ from ._statistics import Counters
 from ._types import ConversationId
 from .events import (
     ClientRequest,
-    ErrorEvent,
-    ErrorReply,
     JoinConversation,
     JoinReply,
     LeaveConversation,
@@ -113,9 +111,7 @@ class Requests:
                 size = len(codec.dumps(data).encode())
             except (TypeError, ValueError):
                 raise InvalidPayload("payload is not JSON-compatible") from None
-        limit = self.config.limits.max_payload_bytes
-        if size > limit:
-            raise PayloadTooLarge(f"payload of {size} bytes exceeds the limit of {limit}")
+        check_payload_size(size, self.config.limits.max_payload_bytes)
 
     def reject(self, conn: Connection, exc: ProtocolError) -> dict[str, Any]:
         """Answer a request the adapter could not decode, as `handle` would."""
@@ -133,7 +129,6 @@ class Requests:
 
     def _fail(self, conn: Connection, exc: ProtocolError, now: float) -> dict[str, Any]:
         self._counters.failed_requests += 1
-        error = ErrorEvent(status=exc.status, code=exc.code, message=exc.message, event=exc.event)
         quiet = False
         if isinstance(exc, RateLimited):
             # One rate_limited error a second at most, so a flood is not answered by one.
@@ -150,8 +145,8 @@ class Requests:
                 conn.user_id,
                 exc.message,
             )
-            conn._push(Outbound("error", codec.encode(error)))
-        return codec.encode(ErrorReply(error=error))
+            conn._push(Outbound("error", error_payload(exc)))
+        return failed_ack(exc)
 
     async def _dispatch(self, conn: Connection, request: ClientRequest, now: float) -> Reply:
         conversation = request.conversation_id

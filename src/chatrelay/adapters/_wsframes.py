@@ -17,8 +17,8 @@ import attrs
 
 from .. import codec
 from .._connection import Outbound
+from .._errors import error_payload, failed_ack
 from .._exceptions import InvalidPayload, ProtocolError
-from ..events import ErrorEvent, ErrorReply
 
 __all__ = [
     "ACK_EVENT",
@@ -218,17 +218,11 @@ def ack_frame(frame_id: int, reply: Mapping[str, Any]) -> str:
     return f'{{"event":"ack","id":{frame_id},"data":{codec.dumps(reply)}}}'
 
 
-def _error_event(error: ProtocolError) -> ErrorEvent:
-    return ErrorEvent(
-        status=error.status, code=error.code, message=error.message, event=error.event
-    )
-
-
 def error_frame(error: ProtocolError) -> str:
     """The ``error`` event for a failure decided outside a connection (before auth)."""
-    return Outbound("error", codec.encode(_error_event(error))).frame()
+    return Outbound("error", error_payload(error)).frame()
 
 
 def failed_reply(error: ProtocolError) -> dict[str, Any]:
     """The ack payload ``{"ok": false, "error": {…}}`` of a failure outside a connection."""
-    return codec.encode(ErrorReply(error=_error_event(error)))
+    return failed_ack(error)

@@ -58,9 +58,9 @@ from anyio.abc import TaskGroup, TaskStatus
 from .. import codec
 from .._auth import Credentials, Identity
 from .._connection import Connection, Outbound
-from .._exceptions import ConnectionClosed, InternalError, ProtocolError
+from .._errors import close_error, error_payload, failed_ack
+from .._exceptions import ConnectionClosed, InternalError, ProtocolError, Unavailable
 from .._relay import Relay
-from ..events import ErrorEvent, ErrorReply
 from . import _eager
 from ._abort import abort_transport
 from ._sio_guard import PacketGuard, QuietLibraryLog
@@ -446,14 +446,8 @@ class SocketIOAdapter:
             return None  # the relay closed it; the client is being disconnected
         except Exception:
             _logger.exception("Socket.IO event failed: event=%s connection=%s", event, conn.id)
-            error = InternalError("the server failed")
-            fields = ErrorEvent(
-                status=error.status,
-                code=error.code,
-                message=error.message,
-                event=event if isinstance(event, str) else None,
-            )
-            return codec.encode(ErrorReply(error=fields))
+            name = event if isinstance(event, str) else None
+            return failed_ack(InternalError("the server failed", event=name))
 
     # --- one connection ----------------------------------------------------------------
 
@@ -714,7 +708,7 @@ class SocketIOAdapter:
         if socket is None or socket.closed or socket.closing:
             return
         reason = conn.close_reason or "closed"
-        error = _close_error(reason)
+        error = close_error(reason)
         if error is not None:
             socket.queue.put_nowait(self._packet(session, conn, Outbound("error", error)))
         socket.queue.put_nowait(engineio.packet.Packet(engineio.packet.CLOSE))
@@ -789,33 +783,18 @@ def _upgrade_sid(scope: Any) -> str | None:
     return None
 
 
-def _close_error(reason: str) -> dict[str, Any] | None:
-    """The ``error`` event that tells a client why the relay closed it, if it can act on it."""
-    known = _CLOSE_ERRORS.get(reason)
-    if known is None:
-        return None
-    status, message = known
-    return codec.encode(ErrorEvent(status=status, code=reason, message=message))
-
-
-_CLOSE_ERRORS: Final[dict[str, tuple[int, str]]] = {
-    "slow_consumer": (503, "the client did not read its events fast enough; reconnecting"),
-    "server_shutdown": (503, "the server is shutting down; reconnect"),
-}
-
-
 def _unavailable() -> Exception:
-    refusal: Exception = socketio.exceptions.ConnectionRefusedError(
+    return _refused(
+        Unavailable("the server is not serving now"),
         "the server is not serving this namespace now",
-        {"status": 503, "code": "unavailable", "message": "the server is not serving now"},
     )
-    return refusal
 
 
-def _refused(exc: ProtocolError) -> Exception:
+def _refused(exc: ProtocolError, message: str | None = None) -> Exception:
     """A Socket.IO connect error whose ``data`` is the wire's error fields."""
-    data = {"status": exc.status, "code": exc.code, "message": exc.message}
-    refusal: Exception = socketio.exceptions.ConnectionRefusedError(exc.message, data)
+    refusal: Exception = socketio.exceptions.ConnectionRefusedError(
+        exc.message if message is None else message, error_payload(exc)
+    )
     return refusal
 
 

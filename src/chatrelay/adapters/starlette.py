@@ -42,11 +42,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .. import codec
 from .._auth import Credentials, Identity
+from .._errors import error_payload
 from .._exceptions import (
+    CloseReason,
     InvalidPayload,
     PayloadTooLarge,
     ProtocolError,
     Unauthorized,
+    UnsupportedSubprotocol,
 )
 from .._relay import Relay
 from ._origins import OriginPolicy
@@ -88,26 +91,33 @@ class CloseCode(enum.IntEnum):
     after a pause, and fetch what was missed from the application's API."""
 
 
-_RELAY_CLOSE_CODES: Final[Mapping[str, CloseCode]] = {
-    "server_shutdown": CloseCode.GOING_AWAY,
-    "slow_consumer": CloseCode.TRY_AGAIN_LATER,
-    "message_too_big": CloseCode.MESSAGE_TOO_BIG,
+_CLOSE_CODES: Final[Mapping[CloseReason, CloseCode]] = {
+    CloseReason.SERVER_SHUTDOWN: CloseCode.GOING_AWAY,
+    CloseReason.SLOW_CONSUMER: CloseCode.TRY_AGAIN_LATER,
+    CloseReason.MESSAGE_TOO_BIG: CloseCode.MESSAGE_TOO_BIG,
+    CloseReason.AUTH_TIMEOUT: CloseCode.POLICY_VIOLATION,
+    CloseReason.ORIGIN_NOT_ALLOWED: CloseCode.POLICY_VIOLATION,
 }
 
 
-def close_code(reason: str) -> CloseCode:
-    """The close code for a reason the relay closed a connection with.
+def close_code(reason: CloseReason | str) -> CloseCode:
+    """The close code for a reason the server closes a connection with.
 
     Args:
-        reason: A `chatrelay.Connection.close_reason`, such as
-            ``"slow_consumer"``; it is also sent as the close frame's reason.
+        reason: A `chatrelay.CloseReason` (a `chatrelay.Connection.close_reason`), such
+            as ``CloseReason.SLOW_CONSUMER``; its text is the close frame's reason.
 
     Returns:
         ``GOING_AWAY`` (1001) for ``server_shutdown``, ``TRY_AGAIN_LATER`` (1013) for
-        ``slow_consumer``, ``MESSAGE_TOO_BIG`` (1009) for ``message_too_big``, and
-        ``NORMAL_CLOSURE`` (1000) for any other reason.
+        ``slow_consumer``, ``MESSAGE_TOO_BIG`` (1009) for ``message_too_big``,
+        ``POLICY_VIOLATION`` (1008) for ``auth_timeout`` and ``origin_not_allowed``,
+        and ``NORMAL_CLOSURE`` (1000) for any other reason (``client_disconnected``,
+        an application's own).
     """
-    return _RELAY_CLOSE_CODES.get(reason, CloseCode.NORMAL_CLOSURE)
+    parsed = CloseReason.parse(reason)
+    if isinstance(parsed, CloseReason):
+        return _CLOSE_CODES.get(parsed, CloseCode.NORMAL_CLOSURE)
+    return CloseCode.NORMAL_CLOSURE
 
 
 def _refusal_code(error: ProtocolError) -> CloseCode:
@@ -272,13 +282,14 @@ class WebSocketAdapter:
         origin = websocket.headers.get("origin")
         if not self.origins.allows(origin):
             _logger.info("websocket refused: origin %r is not allowed", origin)
-            await websocket.close(CloseCode.POLICY_VIOLATION, "origin_not_allowed")
+            reason = CloseReason.ORIGIN_NOT_ALLOWED
+            await websocket.close(close_code(reason), reason.value)
             return None
         try:
             subprotocol = select_subprotocol(websocket.scope.get("subprotocols") or [])
         except ValueError as exc:
             _logger.info("websocket refused: %s", exc)
-            await _deny(websocket, 400, "unsupported_subprotocol", str(exc))
+            await _deny(websocket, UnsupportedSubprotocol(str(exc)))
             return None
         token = _bearer(websocket.headers.get("authorization"))
         if token is None:
@@ -321,7 +332,8 @@ class WebSocketAdapter:
                 size = frame_size(message)
                 if size > self.max_frame_bytes:
                     _logger.info("websocket closed: a %d-byte frame before auth", size)
-                    await _close(websocket, CloseCode.MESSAGE_TOO_BIG, "message_too_big")
+                    too_big = CloseReason.MESSAGE_TOO_BIG
+                    await _close(websocket, close_code(too_big), too_big.value)
                     return None
                 error, frame_id, token = self._auth_frame(message, size)
                 if token is not None:
@@ -345,7 +357,9 @@ class WebSocketAdapter:
                     await _close(websocket, _refusal_code(error), reason)
                     return None
         _logger.info("websocket closed: no auth frame within %gs", self.auth_timeout)
-        await _close(websocket, CloseCode.POLICY_VIOLATION, "auth_timeout")
+        await _close(
+            websocket, close_code(CloseReason.AUTH_TIMEOUT), CloseReason.AUTH_TIMEOUT.value
+        )
         return None
 
     def _auth_frame(
@@ -372,15 +386,15 @@ class WebSocketAdapter:
             return exc, frame_id, None
 
 
-async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
+async def _deny(websocket: WebSocket, error: ProtocolError) -> None:
     """Refuse a handshake with an HTTP error whose body is the wire's error fields.
 
     Servers without the ASGI denial response extension (uvicorn and hypercorn have
     it) refuse with what a close before accepting gives: HTTP 403, without a body.
     """
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        body = codec.dumps({"status": status, "code": code, "message": message})
-        response = Response(body, status_code=status, media_type="application/json")
+        body = codec.dumps(error_payload(error))
+        response = Response(body, status_code=error.status, media_type="application/json")
         await websocket.send_denial_response(response)
     else:
-        await websocket.close(CloseCode.POLICY_VIOLATION, truncate(f"{code}: {message}"))
+        await websocket.close(CloseCode.POLICY_VIOLATION, truncate(_refusal_reason(error)))

@@ -12,7 +12,7 @@ import attrs
 
 from .._auth import Credentials
 from .._connection import Connection, Outbound
-from .._exceptions import ConnectionClosed
+from .._exceptions import CloseReason, ConnectionClosed
 from .._relay import Relay
 from .._types import UserId
 
@@ -51,7 +51,7 @@ class MemoryClient:
         self._changed = anyio.Event()
         self._reading = anyio.Event()
         self._reading.set()
-        self.close_reason: str | None = None
+        self.close_reason: CloseReason | str | None = None
         self._received_count = 0  # events taken from the connection's queue
 
     @property
