@@ -26,6 +26,7 @@ __all__ = [
     "SUBPROTOCOL",
     "ClientFrame",
     "ack_frame",
+    "binary_error",
     "error_frame",
     "event_frame",
     "failed_reply",
@@ -131,6 +132,11 @@ def _envelope_error(value: Mapping[str, Any], event: object) -> ProtocolError | 
     if "data" not in value and event != ACK_EVENT:
         return InvalidPayload("the frame has no 'data'")
     return None
+
+
+def binary_error() -> InvalidPayload:
+    """The error that answers a binary frame (the binding's frames are JSON text)."""
+    return InvalidPayload("binary frames are not supported; send JSON text frames")
 
 
 def select_subprotocol(offered: Sequence[str]) -> str | None:

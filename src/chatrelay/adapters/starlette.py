@@ -37,32 +37,18 @@ from typing import Final
 import anyio
 from starlette.responses import Response
 from starlette.routing import WebSocketRoute
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .. import codec
 from .._auth import Credentials, Identity
 from .._errors import error_payload
-from .._exceptions import (
-    CloseReason,
-    InvalidPayload,
-    PayloadTooLarge,
-    ProtocolError,
-    Unauthorized,
-    UnsupportedSubprotocol,
-)
+from .._exceptions import CloseReason, ProtocolError, Unauthorized, UnsupportedSubprotocol
 from .._relay import Relay
 from ._origins import OriginPolicy
-from ._wsframes import (
-    AUTH_EVENT,
-    ack_frame,
-    error_frame,
-    failed_reply,
-    parse_auth,
-    parse_frame,
-    select_subprotocol,
-)
-from ._wssession import Session, binary_error, close_or_abort, frame_size, truncate
+from ._wsframes import error_frame, select_subprotocol
+from ._wshandshake import AuthHandshake, Closing, Step
+from ._wssession import Session, close_or_abort, frame_size, truncate
 from ._wssession import close as _close
 
 __all__ = ["CloseCode", "WebSocketAdapter", "close_code"]
@@ -323,67 +309,59 @@ class WebSocketAdapter:
     async def _authenticate_by_frame(
         self, websocket: WebSocket, query: Mapping[str, str], headers: Mapping[str, str]
     ) -> Identity | None:
-        """Wait for the ``auth`` frame; answer anything else with ``unauthorized``."""
-        with anyio.move_on_after(self.auth_timeout):
+        """Drive the first-frame authentication (`AuthHandshake`) until it is over."""
+        limits = self.relay.config.limits
+        handshake = AuthHandshake(
+            now=anyio.current_time(),
+            timeout=self.auth_timeout,
+            max_payload_bytes=limits.max_payload_bytes,
+            max_frame_bytes=self.max_frame_bytes,
+        )
+        with anyio.move_on_at(handshake.deadline):
             while True:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return None
                 size = frame_size(message)
-                if size > self.max_frame_bytes:
-                    _logger.info("websocket closed: a %d-byte frame before auth", size)
-                    too_big = CloseReason.MESSAGE_TOO_BIG
-                    await _close(websocket, close_code(too_big), too_big.value)
-                    return None
-                error, frame_id, token = self._auth_frame(message, size)
-                if token is not None:
+                step = handshake.receive(message.get("text"), size, anyio.current_time())
+                if step.token is not None:
+                    credentials = self._credentials(step.token, query, headers)
                     try:
-                        credentials = self._credentials(token, query, headers)
                         identity = await self.relay.authenticate(credentials)
                     except ProtocolError as exc:
-                        error = exc.for_event(AUTH_EVENT)
+                        step = handshake.refused(exc)
                     else:
-                        if frame_id is not None:
-                            await websocket.send_text(
-                                ack_frame(frame_id, {"ok": True, "userId": identity.user_id})
-                            )
+                        await _send_all(websocket, handshake.authenticated(identity.user_id))
                         return identity
-                assert error is not None
-                await websocket.send_text(error_frame(error))
-                if frame_id is not None:
-                    await websocket.send_text(ack_frame(frame_id, failed_reply(error)))
-                if token is not None:
-                    reason = truncate(_refusal_reason(error))
-                    await _close(websocket, _refusal_code(error), reason)
+                await _send_all(websocket, step)
+                if step.close is not None:
+                    if step.close.reason is CloseReason.MESSAGE_TOO_BIG:
+                        _logger.info("websocket closed: a %d-byte frame before auth", size)
+                    elif step.close.reason is CloseReason.AUTH_TIMEOUT:
+                        _logger.info(
+                            "websocket closed: no auth frame within %gs", self.auth_timeout
+                        )
+                    await _close_for(websocket, step.close)
                     return None
         _logger.info("websocket closed: no auth frame within %gs", self.auth_timeout)
-        await _close(
-            websocket, close_code(CloseReason.AUTH_TIMEOUT), CloseReason.AUTH_TIMEOUT.value
-        )
+        await _close_for(websocket, handshake.timed_out(anyio.current_time()).close)
         return None
 
-    def _auth_frame(
-        self, message: Message, size: int
-    ) -> tuple[ProtocolError | None, int | None, str | None]:
-        """Judge a frame received before authentication: (error, id, token)."""
-        text = message.get("text")
-        if text is None:
-            return binary_error(), None, None
-        frame = parse_frame(text)
-        frame_id = frame.id if isinstance(frame.id, int) else None
-        if frame.error is not None:
-            return frame.error, frame_id, None
-        if frame.event != AUTH_EVENT:
-            message_text = "authenticate first: send an 'auth' frame with your token"
-            return Unauthorized(message_text, event=frame.event), frame_id, None
-        limit = self.relay.config.limits.max_payload_bytes
-        if size > limit:
-            too_large = PayloadTooLarge(f"frame of {size} bytes exceeds the limit of {limit}")
-            return too_large.for_event(AUTH_EVENT), frame_id, None
-        try:
-            return None, frame_id, parse_auth(frame)
-        except InvalidPayload as exc:
-            return exc, frame_id, None
+
+async def _send_all(websocket: WebSocket, step: Step) -> None:
+    for text in step.send:
+        await websocket.send_text(text)
+
+
+async def _close_for(websocket: WebSocket, closing: Closing | None) -> None:
+    """Close the socket as the handshake says: a reason's code, or a refusal's."""
+    assert closing is not None
+    if closing.error is not None:
+        error = closing.error
+        await _close(websocket, _refusal_code(error), truncate(_refusal_reason(error)))
+    else:
+        assert closing.reason is not None
+        await _close(websocket, close_code(closing.reason), closing.reason.value)
 
 
 async def _deny(websocket: WebSocket, error: ProtocolError) -> None:
