@@ -92,6 +92,7 @@ def jwt_authenticator() -> JWTAuthenticator:
 async def serving_jwt(**options: Any) -> AsyncIterator[Served]:
     """A production-mode relay that only JWTs get into."""
     config = RelayConfig(production=True, presence_grace=0.05)
+    options.setdefault("allowed_origins", ["*"])  # production mode has no default
     async with serving(
         config=config, authenticator=jwt_authenticator(), authorize_join=allow_all, **options
     ) as served:
@@ -666,6 +667,18 @@ async def test_allowed_origins_are_checked_on_the_handshake() -> None:
         # No Origin header at all (a native app, a script): not a browser, not checked.
         async with connect("js", served.url, user="bob") as bob:
             assert (await bob.request("conversation:join", {"conversationId": "c1"}))["ok"]
+
+
+async def test_any_web_origin_connects_by_default_outside_production() -> None:
+    """The default is the WebSocket adapter's: any http/https origin, never ``null``."""
+    async with serving() as served:
+        async with connect(
+            "python", served.url, user="alice", headers={"Origin": "http://elsewhere.example"}
+        ) as alice:
+            assert (await alice.request("conversation:join", {"conversationId": "c1"}))["ok"]
+        with pytest.raises(Refused):
+            async with connect("python", served.url, user="mallory", headers={"Origin": "null"}):
+                pass
 
 
 async def test_the_adapter_attaches_to_an_existing_server_and_namespace() -> None:

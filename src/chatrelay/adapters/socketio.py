@@ -63,6 +63,7 @@ from .._exceptions import ConnectionClosed, InternalError, ProtocolError, Unavai
 from .._relay import Relay
 from . import _eager
 from ._abort import abort_transport
+from ._origins import origin_policy
 from ._sio_guard import PacketGuard, QuietLibraryLog
 
 __all__ = ["ASGIApp", "SocketIOAdapter"]
@@ -188,13 +189,15 @@ class SocketIOAdapter:
             default the adapter makes one (ASGI mode), which `asgi_app`
             serves.
         namespace: The Socket.IO namespace of the chat (default ``/messages``).
-        allowed_origins: The browser origins allowed to connect, checked on every
-            handshake that carries an ``Origin`` header: a list of origins such as
-            ``["https://chat.example"]``, ``"*"`` for any, or ``None`` (default)
-            for the server's own origin only. Clients that send no ``Origin``
-            (native apps, scripts) are not checked: authentication is what stops
-            them. Only for the server the adapter makes; configure your own
-            server's ``cors_allowed_origins`` yourself.
+        allowed_origins: The web origins whose pages may connect, checked on every
+            handshake that carries an ``Origin`` header, as the WebSocket adapter
+            checks them: ``scheme://host[:port]`` origins
+            (``["https://chat.example"]``), ``"*"`` for any ``http``/``https``
+            origin, ``"null"`` to admit sandboxed frames and ``file:`` pages.
+            Defaults to ``["*"]`` outside production mode; required in it. Clients
+            that send no ``Origin`` (native apps, scripts) are not checked:
+            authentication is what stops them. Only for the server the adapter
+            makes; configure your own server's ``cors_allowed_origins`` yourself.
         auth_timeout: Seconds a client has, from opening its engine.io connection, to
             join a namespace (be authenticated); past it the connection is closed, as
             is one left in no namespace for that long. Default: the relay's
@@ -212,9 +215,11 @@ class SocketIOAdapter:
         namespace: The Socket.IO namespace it serves.
 
     Raises:
-        ValueError: If ``namespace`` does not start with ``/``, if both ``server``
-            and ``allowed_origins`` are given, or if ``server`` accepts connections
-            before authenticating them (``always_connect=True``).
+        ValueError: If ``namespace`` does not start with ``/``, if production mode
+            lacks ``allowed_origins`` (for the server the adapter makes) or an origin
+            is malformed, if both ``server`` and ``allowed_origins`` are given, or if
+            ``server`` accepts connections before authenticating them
+            (``always_connect=True``).
         TypeError: If ``server`` is not a python-socketio ``AsyncServer``.
     """
 
@@ -235,14 +240,14 @@ class SocketIOAdapter:
             raise ValueError(f"auth_timeout must be > 0, got {auth_timeout!r}")
         self._owns_server = server is None
         if server is None:
-            origins = (
-                allowed_origins
-                if isinstance(allowed_origins, str | None)
-                else list(allowed_origins)
-            )
+            if isinstance(allowed_origins, str):
+                allowed_origins = [allowed_origins]  # python-socketio's one-origin form
+            # The decision is the policy's (the WebSocket adapter's too); python-socketio
+            # asks it for each handshake's Origin and does the CORS mechanics.
+            origins = origin_policy(allowed_origins, production=relay.config.production)
             server = socketio.AsyncServer(
                 async_mode="asgi",
-                cors_allowed_origins=origins,
+                cors_allowed_origins=origins.allows,
                 # Their INFO logs would add noise per event, and packet logs show
                 # tokens; their errors, a traceback per bad packet (see _sio_guard).
                 logger=QuietLibraryLog("chatrelay.socketio.library"),

@@ -45,7 +45,7 @@ from .._auth import Credentials, Identity
 from .._errors import error_payload
 from .._exceptions import CloseReason, ProtocolError, Unauthorized, UnsupportedSubprotocol
 from .._relay import Relay
-from ._origins import OriginPolicy
+from ._origins import origin_policy
 from ._wsframes import error_frame, select_subprotocol
 from ._wshandshake import AuthHandshake, Closing, Step
 from ._wssession import Session, close_or_abort, frame_size, truncate
@@ -144,7 +144,8 @@ class WebSocketAdapter:
             ``http``/``https`` origin; ``"null"`` to admit sandboxed frames and
             ``file:`` pages, which nothing else admits. Checked before accepting,
             since CORS does not apply to WebSockets. Defaults to ``["*"]`` outside
-            production mode; required in it.
+            production mode; required in it. The same policy as the Socket.IO
+            adapter's (see the protocol's "Origins").
         allow_missing_origin: Whether a handshake without an ``Origin`` header is
             accepted (default ``True``). Browsers always send one, so this admits
             non-browser clients (apps, CLI tools, servers), which could send any
@@ -178,11 +179,11 @@ class WebSocketAdapter:
         max_frame_bytes: int | None = None,
         max_pending_acks: int | None = None,
     ) -> None:
-        if allowed_origins is None and relay.config.production:
-            raise ValueError(
-                "production mode needs allowed_origins (the web origins whose pages may"
-                ' connect); pass ["*"] explicitly to let every site connect'
-            )
+        origins = origin_policy(
+            allowed_origins,
+            production=relay.config.production,
+            allow_missing=allow_missing_origin,
+        )
         payload_limit = relay.config.limits.max_payload_bytes
         if max_frame_bytes is None:
             max_frame_bytes = 4 * payload_limit
@@ -198,7 +199,7 @@ class WebSocketAdapter:
         if auth_timeout <= 0 or max_pending_acks <= 0:
             raise ValueError("auth_timeout and max_pending_acks must be > 0")
         self.relay = relay
-        self.origins = OriginPolicy(allowed_origins, allow_missing=allow_missing_origin)
+        self.origins = origins
         self.auth_timeout = auth_timeout
         self.max_frame_bytes = max_frame_bytes
         self.max_pending_acks = max_pending_acks
