@@ -156,6 +156,23 @@ async def test_jwt_auth_ignores_the_development_query_parameter(kind: ClientKind
         assert refused.value.data["code"] == "unauthorized"
 
 
+async def test_an_oversized_auth_payload_is_refused_before_authentication(
+    kind: ClientKind,
+) -> None:
+    """The payload limit holds before authentication, as for a WebSocket auth frame."""
+    config = RelayConfig(limits=Limits(max_payload_bytes=1000))
+    async with serving(config=config) as served:
+        with pytest.raises(Refused) as refused:
+            async with connect(kind, served.url, token="x" * 2000, query={"userId": "alice"}):
+                pass
+        data = refused.value.data
+        assert (data["status"], data["code"]) == (413, "payload_too_large")
+        assert data["message"].startswith("auth payload of 2012 bytes exceeds the limit of 1000")
+        assert served.relay.online_users() == set()
+        async with connect(kind, served.url, token="t" * 900, query={"userId": "alice"}) as ok:
+            assert (await ok.request("conversation:join", {"conversationId": "c1"}))["ok"]
+
+
 REFUSED_TOKENS: dict[str, Callable[[], str | None]] = {
     "no credentials": lambda: None,
     "bad signature": lambda: rs256(claims())[:-4] + "AAAA",

@@ -31,6 +31,7 @@ from chatrelay._errors import (
     error_event,
     error_payload,
     failed_ack,
+    payload_size,
 )
 from chatrelay.adapters.starlette import CloseCode, close_code
 from chatrelay.events import ErrorEvent
@@ -96,6 +97,13 @@ def test_check_payload_size() -> None:
         check_payload_size(101, 100)
     with pytest.raises(PayloadTooLarge, match=r"^frame of 101 bytes"):
         check_payload_size(101, 100, what="frame")
+
+
+def test_payload_size_measures_compact_utf8_json() -> None:
+    assert payload_size({"token": "é"}) == len('{"token":"é"}'.encode())
+    assert payload_size(None) == 4
+    with pytest.raises(InvalidPayload, match="not JSON-compatible"):
+        payload_size({"x": object()})
 
 
 # --- close reasons ----------------------------------------------------------------------

@@ -7,8 +7,10 @@
 - `close_error`: the ``error`` event that tells a client why the server closed it,
   for a `CloseReason` the client can act on (a binding without close codes, Socket.IO,
   sends it before closing).
-- `check_payload_size`: the payload limit, the same before authentication (an
-  ``auth`` frame) and after it (every request).
+- `check_payload_size` (with `payload_size`, which measures what an adapter could
+  not): the payload limit, the same before authentication (a WebSocket ``auth``
+  frame, a Socket.IO ``CONNECT``'s auth data) and after it (every request, on every
+  transport).
 
 Nothing here does I/O; adapters only put the results on their wire.
 """
@@ -19,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from . import codec
-from ._exceptions import CloseReason, PayloadTooLarge, ProtocolError
+from ._exceptions import CloseReason, InvalidPayload, PayloadTooLarge, ProtocolError
 from .events import ErrorEvent, ErrorReply
 
 __all__ = [
@@ -29,6 +31,7 @@ __all__ = [
     "error_event",
     "error_payload",
     "failed_ack",
+    "payload_size",
 ]
 
 
@@ -92,3 +95,15 @@ def check_payload_size(size: int, limit: int, *, what: str = "payload") -> None:
     """
     if size > limit:
         raise PayloadTooLarge(f"{what} of {size} bytes exceeds the limit of {limit}")
+
+
+def payload_size(data: object) -> int:
+    """The size of ``data`` as UTF-8 JSON, for a payload whose wire size is unknown.
+
+    Raises:
+        InvalidPayload: If ``data`` is not JSON-compatible.
+    """
+    try:
+        return len(codec.dumps(data).encode())
+    except (TypeError, ValueError):
+        raise InvalidPayload("payload is not JSON-compatible") from None

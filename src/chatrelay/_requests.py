@@ -19,12 +19,11 @@ from . import codec
 from ._auth import Identity
 from ._config import RelayConfig
 from ._connection import Connection, Delivery, Outbound
-from ._errors import check_payload_size, error_payload, failed_ack
+from ._errors import check_payload_size, error_payload, failed_ack, payload_size
 from ._exceptions import (
     ConnectionClosed,
     Forbidden,
     InternalError,
-    InvalidPayload,
     NotInConversation,
     ProtocolError,
     RateLimited,
@@ -90,7 +89,8 @@ class Requests:
         name = event if isinstance(event, str) else None
         now = self._clock()
         try:
-            self._check_size(data, size)
+            measured = payload_size(data) if size is None else size
+            check_payload_size(measured, self.config.limits.max_payload_bytes)
             self._take_token(conn, now)
             request = codec.decode_request(event, data)
             reply = await self._dispatch(conn, request, now)
@@ -104,14 +104,6 @@ class Requests:
             )
             return self._fail(conn, InternalError("the server failed", event=name), now)
         return codec.encode(reply)
-
-    def _check_size(self, data: object, size: int | None) -> None:
-        if size is None:
-            try:
-                size = len(codec.dumps(data).encode())
-            except (TypeError, ValueError):
-                raise InvalidPayload("payload is not JSON-compatible") from None
-        check_payload_size(size, self.config.limits.max_payload_bytes)
 
     def reject(self, conn: Connection, exc: ProtocolError) -> dict[str, Any]:
         """Answer a request the adapter could not decode, as `handle` would."""

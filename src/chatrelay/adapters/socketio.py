@@ -58,7 +58,13 @@ from anyio.abc import TaskGroup, TaskStatus
 from .. import codec
 from .._auth import Credentials, Identity
 from .._connection import Connection, Outbound
-from .._errors import close_error, error_payload, failed_ack
+from .._errors import (
+    check_payload_size,
+    close_error,
+    error_payload,
+    failed_ack,
+    payload_size,
+)
 from .._exceptions import ConnectionClosed, InternalError, ProtocolError, Unavailable
 from .._relay import Relay
 from . import _eager
@@ -386,6 +392,12 @@ class SocketIOAdapter:
     async def _admit(self, sid: str, environ: dict[str, Any], auth: object) -> bool:
         if not self._accepting or self._tg is None:
             raise _unavailable()
+        try:
+            # The payload limit holds before authentication too, as for an auth frame.
+            limit = self.relay.config.limits.max_payload_bytes
+            check_payload_size(payload_size(auth), limit, what="auth payload")
+        except ProtocolError as exc:
+            raise _refused(exc) from None
         token = auth.get("token") if isinstance(auth, dict) else None
         credentials = Credentials(
             token=token if isinstance(token, str) else None,
