@@ -6,6 +6,7 @@ import anyio
 import pytest
 
 from chatrelay import Identity, Limits, Relay, RelayConfig
+from chatrelay.exceptions import CloseReason
 from chatrelay.lowlevel import Outbound
 from relay_helpers import WAIT
 
@@ -65,3 +66,17 @@ async def test_a_forgotten_close_callback_is_not_called() -> None:
         conn.on_close(None)
         conn.close("test")
     assert calls == []
+
+
+async def test_close_reasons_are_close_reason_members() -> None:
+    async with Relay() as relay:
+        async with relay.connect(Identity(user_id="alice"), transport="test") as conn:
+            conn.close("slow_consumer")  # text equal to a reason becomes the reason
+            assert conn.close_reason is CloseReason.SLOW_CONSUMER
+        async with relay.connect(Identity(user_id="bob"), transport="test") as other:
+            other.close("kicked")  # an application's own reason stays as it is
+            assert other.close_reason == "kicked"
+            assert not isinstance(other.close_reason, CloseReason)
+        async with relay.connect(Identity(user_id="carol"), transport="test") as left:
+            pass
+        assert left.close_reason is CloseReason.CLIENT_DISCONNECTED

@@ -92,6 +92,7 @@ def jwt_authenticator() -> JWTAuthenticator:
 async def serving_jwt(**options: Any) -> AsyncIterator[Served]:
     """A production-mode relay that only JWTs get into."""
     config = RelayConfig(production=True, presence_grace=0.05)
+    options.setdefault("allowed_origins", ["*"])  # production mode has no default
     async with serving(
         config=config, authenticator=jwt_authenticator(), authorize_join=allow_all, **options
     ) as served:
@@ -153,6 +154,23 @@ async def test_jwt_auth_ignores_the_development_query_parameter(kind: ClientKind
             async with connect(kind, served.url, user="alice"):
                 pass
         assert refused.value.data["code"] == "unauthorized"
+
+
+async def test_an_oversized_auth_payload_is_refused_before_authentication(
+    kind: ClientKind,
+) -> None:
+    """The payload limit holds before authentication, as for a WebSocket auth frame."""
+    config = RelayConfig(limits=Limits(max_payload_bytes=1000))
+    async with serving(config=config) as served:
+        with pytest.raises(Refused) as refused:
+            async with connect(kind, served.url, token="x" * 2000, query={"userId": "alice"}):
+                pass
+        data = refused.value.data
+        assert (data["status"], data["code"]) == (413, "payload_too_large")
+        assert data["message"].startswith("auth payload of 2012 bytes exceeds the limit of 1000")
+        assert served.relay.online_users() == set()
+        async with connect(kind, served.url, token="t" * 900, query={"userId": "alice"}) as ok:
+            assert (await ok.request("conversation:join", {"conversationId": "c1"}))["ok"]
 
 
 REFUSED_TOKENS: dict[str, Callable[[], str | None]] = {
@@ -665,6 +683,18 @@ async def test_allowed_origins_are_checked_on_the_handshake() -> None:
         # No Origin header at all (a native app, a script): not a browser, not checked.
         async with connect("js", served.url, user="bob") as bob:
             assert (await bob.request("conversation:join", {"conversationId": "c1"}))["ok"]
+
+
+async def test_any_web_origin_connects_by_default_outside_production() -> None:
+    """The default is the WebSocket adapter's: any http/https origin, never ``null``."""
+    async with serving() as served:
+        async with connect(
+            "python", served.url, user="alice", headers={"Origin": "http://elsewhere.example"}
+        ) as alice:
+            assert (await alice.request("conversation:join", {"conversationId": "c1"}))["ok"]
+        with pytest.raises(Refused):
+            async with connect("python", served.url, user="mallory", headers={"Origin": "null"}):
+                pass
 
 
 async def test_the_adapter_attaches_to_an_existing_server_and_namespace() -> None:

@@ -10,6 +10,7 @@ import anyio
 import attrs
 
 from ._auth import Identity
+from ._exceptions import CloseReason
 from ._limits import TokenBucket
 from ._outbound import Outbound
 from ._outgoing import OutgoingStream
@@ -67,7 +68,8 @@ class Connection:
     The adapter feeds each inbound request to `handle` and sends what
     `outgoing` yields to the client. When the relay closes the connection (a
     slow consumer, a shutdown), `outgoing` ends and `close_reason` says
-    why; the adapter then closes the transport.
+    why (a `CloseReason`); the adapter then closes the transport, mapping the
+    reason to its own close code.
 
     Attributes:
         id: The relay's id for this connection, unique in the cluster.
@@ -114,7 +116,7 @@ class Connection:
         self._last_rate_error = -math.inf
         self._sink: Callable[[Outbound], bool] | None = None
         self._on_close: Callable[[], None] | None = None
-        self.close_reason: str | None = None
+        self.close_reason: CloseReason | str | None = None
 
     @property
     def outgoing(self) -> OutgoingStream:
@@ -233,14 +235,18 @@ class Connection:
         """
         self._on_close = callback
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: CloseReason | str) -> None:
         """Close the connection from the server side; `outgoing` ends.
 
         The relay forgets the connection (rooms, presence, typing) promptly, even if
-        the adapter is slow to notice.
+        the adapter is slow to notice. The first reason stands.
+
+        Args:
+            reason: Why: a `CloseReason`, or an application's own text (a
+                text equal to a `CloseReason` becomes that reason).
         """
         if self.close_reason is None:
-            self.close_reason = reason
+            self.close_reason = CloseReason.parse(reason)
             if self._outgoing is not None:
                 self._outgoing.end()
             self._relay.connection_closed(self)
@@ -268,7 +274,7 @@ class Connection:
                 self._relay.slow_consumer(self)
         except anyio.ClosedResourceError:
             # The adapter stopped reading: the client is going away.
-            self.close("client_disconnected")
+            self.close(CloseReason.CLIENT_DISCONNECTED)
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} user={self.user_id!r} transport={self.transport!r}>"

@@ -1,12 +1,38 @@
-"""The exception classes; `chatrelay.exceptions` is their public home."""
+"""The exception tree of chatrelay; `chatrelay.exceptions` is its public home.
+
+Every error that chatrelay raises on purpose derives from `ChatRelayError`.
+Errors that a client caused carry the fields of the wire ``error`` event::
+
+    ChatRelayError
+    ├── ProtocolError (also ValueError)    a client request failed; has status/code/message/event
+    │   ├── InvalidPayload                 400 invalid_payload
+    │   ├── UnknownEvent                   400 unknown_event
+    │   ├── UnsupportedSubprotocol         400 unsupported_subprotocol (WebSocket handshake)
+    │   ├── Unauthorized                   401 unauthorized
+    │   ├── Forbidden                      403 forbidden
+    │   ├── UnknownNamespace               404 unknown_namespace (Socket.IO connect)
+    │   ├── NotInConversation              409 not_in_conversation
+    │   ├── PayloadTooLarge                413 payload_too_large
+    │   ├── RateLimited                    429 rate_limited
+    │   ├── TooManyConnections             429 too_many_connections
+    │   ├── InternalError                  500 internal_error
+    │   └── Unavailable                    503 unavailable (not serving now)
+    ├── ConnectionClosed                   the connection is gone; has ``reason`` (a `CloseReason`)
+    └── BackplaneError                     the backplane refused or lost a publish
+
+Programmer misuse (a wrong argument type, a relay used outside ``async with``)
+raises the builtin ``TypeError``, ``ValueError`` or ``RuntimeError`` instead.
+"""
 
 from __future__ import annotations
 
+import enum
 from typing import ClassVar
 
 __all__ = [
     "BackplaneError",
     "ChatRelayError",
+    "CloseReason",
     "ConnectionClosed",
     "Forbidden",
     "InternalError",
@@ -17,7 +43,10 @@ __all__ = [
     "RateLimited",
     "TooManyConnections",
     "Unauthorized",
+    "Unavailable",
     "UnknownEvent",
+    "UnknownNamespace",
+    "UnsupportedSubprotocol",
 ]
 
 
@@ -67,6 +96,13 @@ class UnknownEvent(ProtocolError):
     code = "unknown_event"
 
 
+class UnsupportedSubprotocol(ProtocolError):
+    """A WebSocket handshake offered only subprotocols this binding does not speak."""
+
+    status = 400
+    code = "unsupported_subprotocol"
+
+
 class Unauthorized(ProtocolError):
     """The connection could not be authenticated."""
 
@@ -79,6 +115,13 @@ class Forbidden(ProtocolError):
 
     status = 403
     code = "forbidden"
+
+
+class UnknownNamespace(ProtocolError):
+    """A Socket.IO ``CONNECT`` to a namespace that no handler serves."""
+
+    status = 404
+    code = "unknown_namespace"
 
 
 class NotInConversation(ProtocolError):
@@ -121,15 +164,56 @@ class InternalError(ProtocolError):
     code = "internal_error"
 
 
+class CloseReason(enum.StrEnum):
+    """Why the server closed (or refused) a connection: the reasons the wire carries.
+
+    A `str` enum: a reason compares equal to its text (``CloseReason.SLOW_CONSUMER ==
+    "slow_consumer"``), and that text is what the wire says (a WebSocket close frame's
+    reason, the ``code`` of the Socket.IO ``error`` event that says why). Adapters only
+    map a reason to their own close codes.
+    """
+
+    SLOW_CONSUMER = "slow_consumer"
+    """The client did not read its events fast enough (`Limits.outgoing_bytes`)."""
+    SERVER_SHUTDOWN = "server_shutdown"
+    """The relay is shutting down."""
+    CLIENT_DISCONNECTED = "client_disconnected"
+    """The client went away (or its adapter stopped reading it)."""
+    MESSAGE_TOO_BIG = "message_too_big"
+    """The client sent a frame above the transport's hard size limit."""
+    AUTH_TIMEOUT = "auth_timeout"
+    """The client did not authenticate within `Limits.auth_timeout`."""
+    ORIGIN_NOT_ALLOWED = "origin_not_allowed"
+    """The handshake came from a web origin that is not allowed (before accepting)."""
+
+    @classmethod
+    def parse(cls, reason: CloseReason | str) -> CloseReason | str:
+        """``reason`` as a `CloseReason` when it is one; an application's own text as is."""
+        try:
+            return cls(reason)
+        except ValueError:
+            return reason
+
+
+class Unavailable(ProtocolError):
+    """The server is not serving now (it is starting or shutting down): retry later."""
+
+    status = 503
+    code = "unavailable"
+
+
 class ConnectionClosed(ChatRelayError):
     """The connection was closed, by either side.
 
     Attributes:
-        reason: Why the connection closed, such as ``"slow_consumer"``.
+        reason: Why the connection closed: a `CloseReason` (such as
+            ``CloseReason.SLOW_CONSUMER``, equal to ``"slow_consumer"``), or the text
+            an application closed it with.
     """
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
+    def __init__(self, reason: CloseReason | str) -> None:
+        reason = CloseReason.parse(reason)
+        super().__init__(str(reason))
         self.reason = reason
 
 

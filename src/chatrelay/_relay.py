@@ -19,7 +19,7 @@ from ._backplane import Backplane
 from ._config import RelayConfig
 from ._connection import Connection
 from ._effects import EffectRunner
-from ._exceptions import InternalError, ProtocolError, TooManyConnections
+from ._exceptions import CloseReason, InternalError, ProtocolError, TooManyConnections
 from ._hooks import AudienceHook, DeliveryHook, JoinAuthorizer, allow_all
 from ._hub import Hub
 from ._limits import TokenBucket, check_connection_cap
@@ -170,7 +170,7 @@ class Relay(AsyncResource):
         self._running = False
         with anyio.CancelScope(shield=True):
             for conn in list(self._connections.values()):
-                conn.close("server_shutdown")
+                conn.close(CloseReason.SERVER_SHUTDOWN)
                 await self._forget(conn)
             await self._effects.carry_out(self._hub.goodbye())
         assert self._tg is not None
@@ -268,7 +268,7 @@ class Relay(AsyncResource):
     async def _release(self, conn: Connection) -> None:
         with anyio.CancelScope(shield=True):
             if conn.close_reason is None:
-                conn.close("client_disconnected")
+                conn.close(CloseReason.CLIENT_DISCONNECTED)
             await self._forget(conn)
         # Adapters read `outgoing` inside the block; if the block never ran (cancelled
         # while announcing), nobody else would close it.
@@ -295,7 +295,7 @@ class Relay(AsyncResource):
             conn.queued,
             conn.outgoing.queued_bytes,
         )
-        conn.close("slow_consumer")
+        conn.close(CloseReason.SLOW_CONSUMER)
 
     # --- inbound requests ------------------------------------------------------------
 

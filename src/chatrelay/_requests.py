@@ -19,13 +19,12 @@ from . import codec
 from ._auth import Identity
 from ._config import RelayConfig
 from ._connection import Connection, Delivery, Outbound
+from ._errors import check_payload_size, error_payload, failed_ack, payload_size
 from ._exceptions import (
     ConnectionClosed,
     Forbidden,
     InternalError,
-    InvalidPayload,
     NotInConversation,
-    PayloadTooLarge,
     ProtocolError,
     RateLimited,
 )
@@ -34,8 +33,6 @@ from ._statistics import Counters
 from ._types import ConversationId
 from .events import (
     ClientRequest,
-    ErrorEvent,
-    ErrorReply,
     JoinConversation,
     JoinReply,
     LeaveConversation,
@@ -92,7 +89,8 @@ class Requests:
         name = event if isinstance(event, str) else None
         now = self._clock()
         try:
-            self._check_size(data, size)
+            measured = payload_size(data) if size is None else size
+            check_payload_size(measured, self.config.limits.max_payload_bytes)
             self._take_token(conn, now)
             request = codec.decode_request(event, data)
             reply = await self._dispatch(conn, request, now)
@@ -106,16 +104,6 @@ class Requests:
             )
             return self._fail(conn, InternalError("the server failed", event=name), now)
         return codec.encode(reply)
-
-    def _check_size(self, data: object, size: int | None) -> None:
-        if size is None:
-            try:
-                size = len(codec.dumps(data).encode())
-            except (TypeError, ValueError):
-                raise InvalidPayload("payload is not JSON-compatible") from None
-        limit = self.config.limits.max_payload_bytes
-        if size > limit:
-            raise PayloadTooLarge(f"payload of {size} bytes exceeds the limit of {limit}")
 
     def reject(self, conn: Connection, exc: ProtocolError) -> dict[str, Any]:
         """Answer a request the adapter could not decode, as `handle` would."""
@@ -133,7 +121,6 @@ class Requests:
 
     def _fail(self, conn: Connection, exc: ProtocolError, now: float) -> dict[str, Any]:
         self._counters.failed_requests += 1
-        error = ErrorEvent(status=exc.status, code=exc.code, message=exc.message, event=exc.event)
         quiet = False
         if isinstance(exc, RateLimited):
             # One rate_limited error a second at most, so a flood is not answered by one.
@@ -150,8 +137,8 @@ class Requests:
                 conn.user_id,
                 exc.message,
             )
-            conn._push(Outbound("error", codec.encode(error)))
-        return codec.encode(ErrorReply(error=error))
+            conn._push(Outbound("error", error_payload(exc)))
+        return failed_ack(exc)
 
     async def _dispatch(self, conn: Connection, request: ClientRequest, now: float) -> Reply:
         conversation = request.conversation_id

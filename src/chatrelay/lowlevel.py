@@ -15,17 +15,35 @@ Applications do not need this module; they use `chatrelay`. An adapter (such as
 5. close the transport when the connection's stream ends, with its
    `Connection.close_reason`.
 
-Errors travel as the exceptions of `chatrelay.exceptions`; the payloads are those of
-`chatrelay.events`, encoded by `chatrelay.codec`.
+Errors travel as the exceptions of `chatrelay.exceptions`, and reach the wire through
+one set of functions (`error_payload`, `failed_ack`, `close_error`; the size rule
+`payload_size` / `check_payload_size`), so that every transport answers alike; the
+payloads are those of `chatrelay.events`, encoded by `chatrelay.codec`.
 """
 
 from ._connection import Connection as Connection
 from ._connection import Outbound as Outbound
+from ._errors import check_payload_size as check_payload_size
+from ._errors import close_error as close_error
+from ._errors import error_payload as error_payload
+from ._errors import failed_ack as failed_ack
+from ._errors import payload_size as payload_size
 from ._outgoing import OutgoingStream as OutgoingStream
 from ._outlet import Outlet as Outlet
 from ._outlet import Wire as Wire
 from ._public import publish as _publish
 
-__all__ = ["Connection", "Outbound", "OutgoingStream", "Outlet", "Wire"]
+__all__ = [
+    "Connection",
+    "Outbound",
+    "OutgoingStream",
+    "Outlet",
+    "Wire",
+    "check_payload_size",
+    "close_error",
+    "error_payload",
+    "failed_ack",
+    "payload_size",
+]
 
 _publish(__name__, __all__)

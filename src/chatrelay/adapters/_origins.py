@@ -1,8 +1,12 @@
-"""Which web origins may open a WebSocket: the check CORS does not do for WebSockets.
+"""Which web origins may connect: one policy for every transport.
 
 Browsers send ``Origin`` with every WebSocket handshake but, unlike ``fetch``, do not
 enforce any CORS answer: a page on any site can open a socket to the server, with the
 user's cookies. The server has to refuse foreign origins itself, before it accepts.
+`origin_policy` makes the policy every adapter uses from its ``allowed_origins``, with
+the same default and the same production rule: the WebSocket adapter asks it before
+accepting, the Socket.IO adapter hands its `OriginPolicy.allows` to python-socketio,
+which then does the CORS mechanics (and its refusal) as it does for a list.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from collections.abc import Iterable
 from typing import Final
 from urllib.parse import urlsplit
 
-__all__ = ["OriginPolicy"]
+__all__ = ["OriginPolicy", "origin_policy"]
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 ANY: Final = "*"
@@ -104,3 +108,28 @@ class OriginPolicy:
         if normalized is None:
             return False
         return self.allow_any_web or normalized in self.origins
+
+
+def origin_policy(
+    allowed: Iterable[str] | None, *, production: bool, allow_missing: bool = True
+) -> OriginPolicy:
+    """The origin policy of an adapter, from its ``allowed_origins`` argument.
+
+    Outside production mode, ``None`` admits any ``http``/``https`` origin (``["*"]``);
+    production mode has no default: the application says which sites may connect.
+
+    Args:
+        allowed: The adapter's ``allowed_origins`` (see `OriginPolicy`).
+        production: Whether the relay runs in production mode.
+        allow_missing: Whether a handshake without ``Origin`` is accepted.
+
+    Raises:
+        ValueError: If production mode lacks ``allowed``, or an entry is not an origin.
+        TypeError: If ``allowed`` is a single string.
+    """
+    if allowed is None and production:
+        raise ValueError(
+            "production mode needs allowed_origins (the web origins whose pages may"
+            ' connect); pass ["*"] explicitly to let every site connect'
+        )
+    return OriginPolicy(allowed, allow_missing=allow_missing)

@@ -32,6 +32,8 @@ import engineio
 from anyio.abc import TaskGroup
 
 from .. import codec
+from .._errors import error_payload
+from .._exceptions import InvalidPayload, UnknownNamespace
 
 __all__ = [
     "MAX_ATTACHMENTS",
@@ -287,14 +289,8 @@ class PacketGuard:
 
     def _refuse_namespace(self, eio_sid: str, namespace: str) -> _Answered:
         _logger.info("Socket.IO connect refused: no namespace %r", namespace)
-        data = {
-            "message": "Invalid namespace",
-            "data": {
-                "status": 404,
-                "code": "unknown_namespace",
-                "message": f"the server has no namespace {namespace!r}",
-            },
-        }
+        refusal = UnknownNamespace(f"the server has no namespace {namespace!r}")
+        data = {"message": "Invalid namespace", "data": error_payload(refusal)}
         head = "4" if namespace == "/" else f"4{namespace},"
         self._queue(eio_sid, head + codec.dumps(data))
         return _ANSWERED
@@ -319,11 +315,7 @@ class PacketGuard:
         if self._server.manager.is_connected(
             self._server.manager.sid_from_eio_sid(eio_sid, self._namespace), self._namespace
         ):
-            error = {
-                "status": 400,
-                "code": "invalid_payload",
-                "message": f"malformed Socket.IO packet: {problem}; closing",
-            }
+            error = error_payload(InvalidPayload(f"malformed Socket.IO packet: {problem}; closing"))
             head = "2" if self._namespace == "/" else f"2{self._namespace},"
             self._queue(eio_sid, head + codec.dumps(["error", error]))
         await close_transport(self._server.eio, eio_sid)

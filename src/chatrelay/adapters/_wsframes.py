@@ -17,8 +17,8 @@ import attrs
 
 from .. import codec
 from .._connection import Outbound
+from .._errors import error_payload, failed_ack
 from .._exceptions import InvalidPayload, ProtocolError
-from ..events import ErrorEvent, ErrorReply
 
 __all__ = [
     "ACK_EVENT",
@@ -26,6 +26,7 @@ __all__ = [
     "SUBPROTOCOL",
     "ClientFrame",
     "ack_frame",
+    "binary_error",
     "error_frame",
     "event_frame",
     "failed_reply",
@@ -133,6 +134,11 @@ def _envelope_error(value: Mapping[str, Any], event: object) -> ProtocolError | 
     return None
 
 
+def binary_error() -> InvalidPayload:
+    """The error that answers a binary frame (the binding's frames are JSON text)."""
+    return InvalidPayload("binary frames are not supported; send JSON text frames")
+
+
 def select_subprotocol(offered: Sequence[str]) -> str | None:
     """Choose the subprotocol to answer a handshake's ``Sec-WebSocket-Protocol`` with.
 
@@ -218,17 +224,11 @@ def ack_frame(frame_id: int, reply: Mapping[str, Any]) -> str:
     return f'{{"event":"ack","id":{frame_id},"data":{codec.dumps(reply)}}}'
 
 
-def _error_event(error: ProtocolError) -> ErrorEvent:
-    return ErrorEvent(
-        status=error.status, code=error.code, message=error.message, event=error.event
-    )
-
-
 def error_frame(error: ProtocolError) -> str:
     """The ``error`` event for a failure decided outside a connection (before auth)."""
-    return Outbound("error", codec.encode(_error_event(error))).frame()
+    return Outbound("error", error_payload(error)).frame()
 
 
 def failed_reply(error: ProtocolError) -> dict[str, Any]:
     """The ack payload ``{"ok": false, "error": {…}}`` of a failure outside a connection."""
-    return codec.encode(ErrorReply(error=_error_event(error)))
+    return failed_ack(error)

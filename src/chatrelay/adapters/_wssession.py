@@ -23,7 +23,14 @@ from .._exceptions import ConnectionClosed, InvalidPayload
 from .._outlet import Outlet
 from . import _eager
 from ._abort import abort_transport
-from ._wsframes import ACK_EVENT, AUTH_EVENT, ack_frame, event_frame, parse_frame
+from ._wsframes import (
+    ACK_EVENT,
+    AUTH_EVENT,
+    ack_frame,
+    binary_error,
+    event_frame,
+    parse_frame,
+)
 
 __all__ = ["Session", "binary_error", "close", "close_or_abort", "frame_size", "truncate"]
 
@@ -66,11 +73,6 @@ def frame_size(message: Message) -> int:
         return len(text.encode())
     data = message.get("bytes")
     return len(data) if data is not None else 0
-
-
-def binary_error() -> InvalidPayload:
-    """The error that answers a binary frame."""
-    return InvalidPayload("binary frames are not supported; send JSON text frames")
 
 
 async def close(websocket: WebSocket, code: int, reason: str) -> None:

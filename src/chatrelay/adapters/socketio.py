@@ -47,15 +47,21 @@ import sniffio
 import socketio
 from anyio.abc import TaskGroup, TaskStatus
 
-from .. import codec
 from .._auth import Credentials, Identity
 from .._connection import Connection, Outbound
-from .._exceptions import ConnectionClosed, InternalError, ProtocolError
+from .._errors import (
+    check_payload_size,
+    close_error,
+    error_payload,
+    failed_ack,
+    payload_size,
+)
+from .._exceptions import ConnectionClosed, InternalError, ProtocolError, Unavailable
 from .._outlet import Outlet
 from .._relay import Relay
 from .._resource import AsyncResource
-from ..events import ErrorEvent, ErrorReply
 from ._abort import abort_transport
+from ._origins import origin_policy
 from ._sio_guard import PacketGuard, QuietLibraryLog
 from ._sio_wire import ASGISend, Frame, SocketIOWire, websocket_send
 
@@ -144,13 +150,15 @@ class SocketIOAdapter(AsyncResource):
             default the adapter makes one (ASGI mode), which `asgi_app`
             serves.
         namespace: The Socket.IO namespace of the chat (default ``/messages``).
-        allowed_origins: The browser origins allowed to connect, checked on every
-            handshake that carries an ``Origin`` header: a list of origins such as
-            ``["https://chat.example"]``, ``"*"`` for any, or ``None`` (default)
-            for the server's own origin only. Clients that send no ``Origin``
-            (native apps, scripts) are not checked: authentication is what stops
-            them. Only for the server the adapter makes; configure your own
-            server's ``cors_allowed_origins`` yourself.
+        allowed_origins: The web origins whose pages may connect, checked on every
+            handshake that carries an ``Origin`` header, as the WebSocket adapter
+            checks them: ``scheme://host[:port]`` origins
+            (``["https://chat.example"]``), ``"*"`` for any ``http``/``https``
+            origin, ``"null"`` to admit sandboxed frames and ``file:`` pages.
+            Defaults to ``["*"]`` outside production mode; required in it. Clients
+            that send no ``Origin`` (native apps, scripts) are not checked:
+            authentication is what stops them. Only for the server the adapter
+            makes; configure your own server's ``cors_allowed_origins`` yourself.
         auth_timeout: Seconds a client has, from opening its engine.io connection, to
             join a namespace (be authenticated); past it the connection is closed, as
             is one left in no namespace for that long. Default: the relay's
@@ -168,9 +176,11 @@ class SocketIOAdapter(AsyncResource):
         namespace: The Socket.IO namespace it serves.
 
     Raises:
-        ValueError: If ``namespace`` does not start with ``/``, if both ``server``
-            and ``allowed_origins`` are given, or if ``server`` accepts connections
-            before authenticating them (``always_connect=True``).
+        ValueError: If ``namespace`` does not start with ``/``, if production mode
+            lacks ``allowed_origins`` (for the server the adapter makes) or an origin
+            is malformed, if both ``server`` and ``allowed_origins`` are given, or if
+            ``server`` accepts connections before authenticating them
+            (``always_connect=True``).
         TypeError: If ``server`` is not a python-socketio ``AsyncServer``.
     """
 
@@ -191,14 +201,14 @@ class SocketIOAdapter(AsyncResource):
             raise ValueError(f"auth_timeout must be > 0, got {auth_timeout!r}")
         self._owns_server = server is None
         if server is None:
-            origins = (
-                allowed_origins
-                if isinstance(allowed_origins, str | None)
-                else list(allowed_origins)
-            )
+            if isinstance(allowed_origins, str):
+                allowed_origins = [allowed_origins]  # python-socketio's one-origin form
+            # The decision is the policy's (the WebSocket adapter's too); python-socketio
+            # asks it for each handshake's Origin and does the CORS mechanics.
+            origins = origin_policy(allowed_origins, production=relay.config.production)
             server = socketio.AsyncServer(
                 async_mode="asgi",
-                cors_allowed_origins=origins,
+                cors_allowed_origins=origins.allows,
                 # Their INFO logs would add noise per event, and packet logs show
                 # tokens; their errors, a traceback per bad packet (see _sio_guard).
                 logger=QuietLibraryLog("chatrelay.socketio.library"),
@@ -332,6 +342,12 @@ class SocketIOAdapter(AsyncResource):
     async def _admit(self, sid: str, environ: dict[str, Any], auth: object) -> bool:
         if not self._accepting or self._tg is None:
             raise _unavailable()
+        try:
+            # The payload limit holds before authentication too, as for an auth frame.
+            limit = self.relay.config.limits.max_payload_bytes
+            check_payload_size(payload_size(auth), limit, what="auth payload")
+        except ProtocolError as exc:
+            raise _refused(exc) from None
         token = auth.get("token") if isinstance(auth, dict) else None
         credentials = Credentials(
             token=token if isinstance(token, str) else None,
@@ -399,14 +415,8 @@ class SocketIOAdapter(AsyncResource):
             return None  # the relay closed it; the client is being disconnected
         except Exception:
             _logger.exception("Socket.IO event failed: event=%s connection=%s", event, conn.id)
-            error = InternalError("the server failed")
-            fields = ErrorEvent(
-                status=error.status,
-                code=error.code,
-                message=error.message,
-                event=event if isinstance(event, str) else None,
-            )
-            return codec.encode(ErrorReply(error=fields))
+            name = event if isinstance(event, str) else None
+            return failed_ack(InternalError("the server failed", event=name))
 
     # --- one connection ----------------------------------------------------------------
 
@@ -470,7 +480,7 @@ class SocketIOAdapter(AsyncResource):
         if socket is None or socket.closed or socket.closing:
             return
         reason = conn.close_reason or "closed"
-        error = _close_error(reason)
+        error = close_error(reason)
         wire = session.wire or self._wire(session, conn)
         wire.close_packets(None if error is None else Outbound("error", error))
         try:
@@ -530,33 +540,18 @@ def _upgrade_sid(scope: Any) -> str | None:
     return None
 
 
-def _close_error(reason: str) -> dict[str, Any] | None:
-    """The ``error`` event that tells a client why the relay closed it, if it can act on it."""
-    known = _CLOSE_ERRORS.get(reason)
-    if known is None:
-        return None
-    status, message = known
-    return codec.encode(ErrorEvent(status=status, code=reason, message=message))
-
-
-_CLOSE_ERRORS: Final[dict[str, tuple[int, str]]] = {
-    "slow_consumer": (503, "the client did not read its events fast enough; reconnecting"),
-    "server_shutdown": (503, "the server is shutting down; reconnect"),
-}
-
-
 def _unavailable() -> Exception:
-    refusal: Exception = socketio.exceptions.ConnectionRefusedError(
+    return _refused(
+        Unavailable("the server is not serving now"),
         "the server is not serving this namespace now",
-        {"status": 503, "code": "unavailable", "message": "the server is not serving now"},
     )
-    return refusal
 
 
-def _refused(exc: ProtocolError) -> Exception:
+def _refused(exc: ProtocolError, message: str | None = None) -> Exception:
     """A Socket.IO connect error whose ``data`` is the wire's error fields."""
-    data = {"status": exc.status, "code": exc.code, "message": exc.message}
-    refusal: Exception = socketio.exceptions.ConnectionRefusedError(exc.message, data)
+    refusal: Exception = socketio.exceptions.ConnectionRefusedError(
+        exc.message if message is None else message, error_payload(exc)
+    )
     return refusal
 
 

@@ -37,29 +37,18 @@ from typing import Final
 import anyio
 from starlette.responses import Response
 from starlette.routing import WebSocketRoute
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .. import codec
 from .._auth import Credentials, Identity
-from .._exceptions import (
-    InvalidPayload,
-    PayloadTooLarge,
-    ProtocolError,
-    Unauthorized,
-)
+from .._errors import error_payload
+from .._exceptions import CloseReason, ProtocolError, Unauthorized, UnsupportedSubprotocol
 from .._relay import Relay
-from ._origins import OriginPolicy
-from ._wsframes import (
-    AUTH_EVENT,
-    ack_frame,
-    error_frame,
-    failed_reply,
-    parse_auth,
-    parse_frame,
-    select_subprotocol,
-)
-from ._wssession import Session, binary_error, close_or_abort, frame_size, truncate
+from ._origins import origin_policy
+from ._wsframes import error_frame, select_subprotocol
+from ._wshandshake import AuthHandshake, Closing, Step
+from ._wssession import Session, close_or_abort, frame_size, truncate
 from ._wssession import close as _close
 
 __all__ = ["CloseCode", "WebSocketAdapter", "close_code"]
@@ -88,26 +77,34 @@ class CloseCode(enum.IntEnum):
     after a pause, and fetch what was missed from the application's API."""
 
 
-_RELAY_CLOSE_CODES: Final[Mapping[str, CloseCode]] = {
-    "server_shutdown": CloseCode.GOING_AWAY,
-    "slow_consumer": CloseCode.TRY_AGAIN_LATER,
-    "message_too_big": CloseCode.MESSAGE_TOO_BIG,
+_CLOSE_CODES: Final[Mapping[CloseReason, CloseCode]] = {
+    CloseReason.SERVER_SHUTDOWN: CloseCode.GOING_AWAY,
+    CloseReason.SLOW_CONSUMER: CloseCode.TRY_AGAIN_LATER,
+    CloseReason.MESSAGE_TOO_BIG: CloseCode.MESSAGE_TOO_BIG,
+    CloseReason.AUTH_TIMEOUT: CloseCode.POLICY_VIOLATION,
+    CloseReason.ORIGIN_NOT_ALLOWED: CloseCode.POLICY_VIOLATION,
 }
 
 
-def close_code(reason: str) -> CloseCode:
-    """The close code for a reason the relay closed a connection with.
+def close_code(reason: CloseReason | str) -> CloseCode:
+    """The close code for a reason the server closes a connection with.
 
     Args:
-        reason: A `chatrelay.lowlevel.Connection.close_reason`, such as
-            ``"slow_consumer"``; it is also sent as the close frame's reason.
+        reason: A `chatrelay.exceptions.CloseReason` (a
+            `chatrelay.lowlevel.Connection.close_reason`), such as
+            ``CloseReason.SLOW_CONSUMER``; its text is the close frame's reason.
 
     Returns:
         ``GOING_AWAY`` (1001) for ``server_shutdown``, ``TRY_AGAIN_LATER`` (1013) for
-        ``slow_consumer``, ``MESSAGE_TOO_BIG`` (1009) for ``message_too_big``, and
-        ``NORMAL_CLOSURE`` (1000) for any other reason.
+        ``slow_consumer``, ``MESSAGE_TOO_BIG`` (1009) for ``message_too_big``,
+        ``POLICY_VIOLATION`` (1008) for ``auth_timeout`` and ``origin_not_allowed``,
+        and ``NORMAL_CLOSURE`` (1000) for any other reason (``client_disconnected``,
+        an application's own).
     """
-    return _RELAY_CLOSE_CODES.get(reason, CloseCode.NORMAL_CLOSURE)
+    parsed = CloseReason.parse(reason)
+    if isinstance(parsed, CloseReason):
+        return _CLOSE_CODES.get(parsed, CloseCode.NORMAL_CLOSURE)
+    return CloseCode.NORMAL_CLOSURE
 
 
 def _refusal_code(error: ProtocolError) -> CloseCode:
@@ -148,7 +145,8 @@ class WebSocketAdapter:
             ``http``/``https`` origin; ``"null"`` to admit sandboxed frames and
             ``file:`` pages, which nothing else admits. Checked before accepting,
             since CORS does not apply to WebSockets. Defaults to ``["*"]`` outside
-            production mode; required in it.
+            production mode; required in it. The same policy as the Socket.IO
+            adapter's (see the protocol's "Origins").
         allow_missing_origin: Whether a handshake without an ``Origin`` header is
             accepted (default ``True``). Browsers always send one, so this admits
             non-browser clients (apps, CLI tools, servers), which could send any
@@ -182,11 +180,11 @@ class WebSocketAdapter:
         max_frame_bytes: int | None = None,
         max_pending_acks: int | None = None,
     ) -> None:
-        if allowed_origins is None and relay.config.production:
-            raise ValueError(
-                "production mode needs allowed_origins (the web origins whose pages may"
-                ' connect); pass ["*"] explicitly to let every site connect'
-            )
+        origins = origin_policy(
+            allowed_origins,
+            production=relay.config.production,
+            allow_missing=allow_missing_origin,
+        )
         payload_limit = relay.config.limits.max_payload_bytes
         if max_frame_bytes is None:
             max_frame_bytes = 4 * payload_limit
@@ -202,7 +200,7 @@ class WebSocketAdapter:
         if auth_timeout <= 0 or max_pending_acks <= 0:
             raise ValueError("auth_timeout and max_pending_acks must be > 0")
         self.relay = relay
-        self.origins = OriginPolicy(allowed_origins, allow_missing=allow_missing_origin)
+        self.origins = origins
         self.auth_timeout = auth_timeout
         self.max_frame_bytes = max_frame_bytes
         self.max_pending_acks = max_pending_acks
@@ -272,13 +270,14 @@ class WebSocketAdapter:
         origin = websocket.headers.get("origin")
         if not self.origins.allows(origin):
             _logger.info("websocket refused: origin %r is not allowed", origin)
-            await websocket.close(CloseCode.POLICY_VIOLATION, "origin_not_allowed")
+            reason = CloseReason.ORIGIN_NOT_ALLOWED
+            await websocket.close(close_code(reason), reason.value)
             return None
         try:
             subprotocol = select_subprotocol(websocket.scope.get("subprotocols") or [])
         except ValueError as exc:
             _logger.info("websocket refused: %s", exc)
-            await _deny(websocket, 400, "unsupported_subprotocol", str(exc))
+            await _deny(websocket, UnsupportedSubprotocol(str(exc)))
             return None
         token = _bearer(websocket.headers.get("authorization"))
         if token is None:
@@ -312,75 +311,70 @@ class WebSocketAdapter:
     async def _authenticate_by_frame(
         self, websocket: WebSocket, query: Mapping[str, str], headers: Mapping[str, str]
     ) -> Identity | None:
-        """Wait for the ``auth`` frame; answer anything else with ``unauthorized``."""
-        with anyio.move_on_after(self.auth_timeout):
+        """Drive the first-frame authentication (`AuthHandshake`) until it is over."""
+        limits = self.relay.config.limits
+        handshake = AuthHandshake(
+            now=anyio.current_time(),
+            timeout=self.auth_timeout,
+            max_payload_bytes=limits.max_payload_bytes,
+            max_frame_bytes=self.max_frame_bytes,
+        )
+        with anyio.move_on_at(handshake.deadline):
             while True:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return None
                 size = frame_size(message)
-                if size > self.max_frame_bytes:
-                    _logger.info("websocket closed: a %d-byte frame before auth", size)
-                    await _close(websocket, CloseCode.MESSAGE_TOO_BIG, "message_too_big")
-                    return None
-                error, frame_id, token = self._auth_frame(message, size)
-                if token is not None:
+                step = handshake.receive(message.get("text"), size, anyio.current_time())
+                if step.token is not None:
+                    credentials = self._credentials(step.token, query, headers)
                     try:
-                        credentials = self._credentials(token, query, headers)
                         identity = await self.relay.authenticate(credentials)
                     except ProtocolError as exc:
-                        error = exc.for_event(AUTH_EVENT)
+                        step = handshake.refused(exc)
                     else:
-                        if frame_id is not None:
-                            await websocket.send_text(
-                                ack_frame(frame_id, {"ok": True, "userId": identity.user_id})
-                            )
+                        await _send_all(websocket, handshake.authenticated(identity.user_id))
                         return identity
-                assert error is not None
-                await websocket.send_text(error_frame(error))
-                if frame_id is not None:
-                    await websocket.send_text(ack_frame(frame_id, failed_reply(error)))
-                if token is not None:
-                    reason = truncate(_refusal_reason(error))
-                    await _close(websocket, _refusal_code(error), reason)
+                await _send_all(websocket, step)
+                if step.close is not None:
+                    if step.close.reason is CloseReason.MESSAGE_TOO_BIG:
+                        _logger.info("websocket closed: a %d-byte frame before auth", size)
+                    elif step.close.reason is CloseReason.AUTH_TIMEOUT:
+                        _logger.info(
+                            "websocket closed: no auth frame within %gs", self.auth_timeout
+                        )
+                    await _close_for(websocket, step.close)
                     return None
         _logger.info("websocket closed: no auth frame within %gs", self.auth_timeout)
-        await _close(websocket, CloseCode.POLICY_VIOLATION, "auth_timeout")
+        await _close_for(websocket, handshake.timed_out(anyio.current_time()).close)
         return None
 
-    def _auth_frame(
-        self, message: Message, size: int
-    ) -> tuple[ProtocolError | None, int | None, str | None]:
-        """Judge a frame received before authentication: (error, id, token)."""
-        text = message.get("text")
-        if text is None:
-            return binary_error(), None, None
-        frame = parse_frame(text)
-        frame_id = frame.id if isinstance(frame.id, int) else None
-        if frame.error is not None:
-            return frame.error, frame_id, None
-        if frame.event != AUTH_EVENT:
-            message_text = "authenticate first: send an 'auth' frame with your token"
-            return Unauthorized(message_text, event=frame.event), frame_id, None
-        limit = self.relay.config.limits.max_payload_bytes
-        if size > limit:
-            too_large = PayloadTooLarge(f"frame of {size} bytes exceeds the limit of {limit}")
-            return too_large.for_event(AUTH_EVENT), frame_id, None
-        try:
-            return None, frame_id, parse_auth(frame)
-        except InvalidPayload as exc:
-            return exc, frame_id, None
+
+async def _send_all(websocket: WebSocket, step: Step) -> None:
+    for text in step.send:
+        await websocket.send_text(text)
 
 
-async def _deny(websocket: WebSocket, status: int, code: str, message: str) -> None:
+async def _close_for(websocket: WebSocket, closing: Closing | None) -> None:
+    """Close the socket as the handshake says: a reason's code, or a refusal's."""
+    assert closing is not None
+    if closing.error is not None:
+        error = closing.error
+        await _close(websocket, _refusal_code(error), truncate(_refusal_reason(error)))
+    else:
+        assert closing.reason is not None
+        await _close(websocket, close_code(closing.reason), closing.reason.value)
+
+
+async def _deny(websocket: WebSocket, error: ProtocolError) -> None:
     """Refuse a handshake with an HTTP error whose body is the wire's error fields.
 
     Servers without the ASGI denial response extension (uvicorn and hypercorn have
     it) refuse with what a close before accepting gives: HTTP 403, without a body.
     """
     if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        body = codec.dumps({"status": status, "code": code, "message": message})
-        response = Response(body, status_code=status, media_type="application/json")
+        body = codec.dumps(error_payload(error))
+        response = Response(body, status_code=error.status, media_type="application/json")
         await websocket.send_denial_response(response)
     else:
-        await websocket.close(CloseCode.POLICY_VIOLATION, truncate(f"{code}: {message}"))
+        await websocket.close(CloseCode.POLICY_VIOLATION, truncate(_refusal_reason(error)))

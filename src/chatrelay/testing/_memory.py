@@ -13,7 +13,7 @@ from anyio.abc import TaskGroup
 
 from .._auth import Credentials
 from .._connection import Connection, Outbound
-from .._exceptions import ConnectionClosed
+from .._exceptions import CloseReason, ConnectionClosed
 from .._outlet import Outlet
 from .._relay import Relay
 from .._types import UserId
@@ -54,7 +54,7 @@ class MemoryClient:
         self._changed = anyio.Event()
         self._reading = anyio.Event()
         self._reading.set()
-        self.close_reason: str | None = None
+        self.close_reason: CloseReason | str | None = None
         # The core's outbound engine, as on every transport: events reach `received`
         # directly while the client reads, and wait on the connection's bounded queue
         # while it is paused.
