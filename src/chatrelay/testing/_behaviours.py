@@ -18,19 +18,6 @@ from ._clients import Connect, PausableClient, TransportClient, TransportEvent
 
 __all__ = ["BEHAVIOURS", "CHECKS", "Context", "NotChecked"]
 
-BEHAVIOURS: Final = (
-    "join_ack",
-    "members_only",
-    "no_echo",
-    "typing_episode",
-    "errors_keep_connection",
-    "delivery_ack",
-    "presence_grace",
-    "ack_ordering",
-    "slow_consumer",
-)
-"""The behaviours `check_transport` checks, in the order it checks them."""
-
 
 class NotChecked(Exception):
     """A behaviour cannot be checked with these clients; the message says why."""
@@ -44,6 +31,8 @@ def _require(condition: bool, message: str) -> None:
 
 @attrs.define
 class Context:
+    """What a behaviour gets: the relay the check made, ``connect``, and bounded waits."""
+
     relay: Relay
     connect: Connect
     timeout: float
@@ -408,3 +397,6 @@ CHECKS: Final[dict[str, Callable[[Context], Awaitable[None]]]] = {
     "ack_ordering": _ack_ordering,
     "slow_consumer": _slow_consumer,
 }
+
+BEHAVIOURS: Final = tuple(CHECKS)
+"""The behaviours `check_transport` checks, in the order it checks them."""
