@@ -27,7 +27,6 @@ from urllib.parse import urlsplit
 
 import anyio
 import attrs
-import pytest
 from starlette.applications import Starlette
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed as WebSocketClosed
@@ -43,9 +42,10 @@ from ws_support import serving as serve_websocket
 
 WAIT: Final = 5.0
 
-# python-socketio's client on long-polling alone leaves aiohttp connections unclosed
-# (python-engineio 4.15 never reads the responses to its POSTs), which fails a test
-# under `filterwarnings = error`; the JavaScript client covers long-polling.
+# python-socketio's client on long-polling alone leaves aiohttp connections unclosed:
+# python-engineio 4.15 never reads the responses to its POSTs (reading them ends the
+# warnings), and `filterwarnings = error` fails the test. The JavaScript client
+# covers long-polling.
 SOCKETIO_KINDS: Final = [
     "socketio-python-websocket",
     "socketio-js-polling",
@@ -53,12 +53,6 @@ SOCKETIO_KINDS: Final = [
 ]
 WIRE_KINDS: Final = ["websocket", *SOCKETIO_KINDS]
 """The kinds that run real servers (and, for ``js``, Node): asyncio only."""
-
-KINDS: Final = [
-    pytest.param("memory", id="memory"),
-    *(pytest.param(kind, id=kind, marks=pytest.mark.e2e) for kind in WIRE_KINDS),
-]
-"""Every kind, each marked as it should be, for ``pytest.mark.parametrize``."""
 
 
 def transport_factory(kind: str) -> TransportFactory:
