@@ -16,13 +16,35 @@ here as it would on the wire::
 
 `check_backplane` checks that a backplane keeps the contract of
 `Backplane`, like trio's ``check_two_way_stream`` does for
-streams.
+streams; `check_transport` does the same for a transport (an adapter and its
+clients): the behaviours every transport keeps, run through your test client.
 """
 
 from .._public import publish as _publish
 from ._backplane import check_backplane
+from ._clients import (
+    Connect,
+    PausableClient,
+    TransportClient,
+    TransportEvent,
+    TransportFactory,
+)
 from ._memory import MemoryClient, MemoryTransport, ReceivedEvent
+from ._transport import BEHAVIOURS, TransportReport, check_transport
 
-__all__ = ["MemoryClient", "MemoryTransport", "ReceivedEvent", "check_backplane"]
+__all__ = [
+    "BEHAVIOURS",
+    "Connect",
+    "MemoryClient",
+    "MemoryTransport",
+    "PausableClient",
+    "ReceivedEvent",
+    "TransportClient",
+    "TransportEvent",
+    "TransportFactory",
+    "TransportReport",
+    "check_backplane",
+    "check_transport",
+]
 
 _publish(__name__, __all__)
