@@ -1,27 +1,7 @@
-"""The exception tree of chatrelay; `chatrelay.exceptions` is its public home.
+"""The exception classes of chatrelay; `chatrelay.exceptions` is their public home.
 
-Every error that chatrelay raises on purpose derives from `ChatRelayError`.
-Errors that a client caused carry the fields of the wire ``error`` event::
-
-    ChatRelayError
-    ├── ProtocolError (also ValueError)    a client request failed; has status/code/message/event
-    │   ├── InvalidPayload                 400 invalid_payload
-    │   ├── UnknownEvent                   400 unknown_event
-    │   ├── UnsupportedSubprotocol         400 unsupported_subprotocol (WebSocket handshake)
-    │   ├── Unauthorized                   401 unauthorized
-    │   ├── Forbidden                      403 forbidden
-    │   ├── UnknownNamespace               404 unknown_namespace (Socket.IO connect)
-    │   ├── NotInConversation              409 not_in_conversation
-    │   ├── PayloadTooLarge                413 payload_too_large
-    │   ├── RateLimited                    429 rate_limited
-    │   ├── TooManyConnections             429 too_many_connections
-    │   ├── InternalError                  500 internal_error
-    │   └── Unavailable                    503 unavailable (not serving now)
-    ├── ConnectionClosed                   the connection is gone; has ``reason`` (a `CloseReason`)
-    └── BackplaneError                     the backplane refused or lost a publish
-
-Programmer misuse (a wrong argument type, a relay used outside ``async with``)
-raises the builtin ``TypeError``, ``ValueError`` or ``RuntimeError`` instead.
+Its docstring draws the tree: every error raised on purpose derives from
+`ChatRelayError`, and those a client caused carry the wire ``error`` event's fields.
 """
 
 from __future__ import annotations
