@@ -1,4 +1,35 @@
-"""Shared pytest configuration: async tests run on asyncio and on trio; e2e markers."""
+"""Shared pytest configuration: async tests run on asyncio and on trio; the e2e marker.
+
+The tests live in folders by layer, decided by what a module starts:
+
+- ``tests/unit/``: nothing. The core's sans-I/O pieces (codec, rooms, presence,
+  debounce, hub, limits, the outbound engine, the Redis backplane's logs) and the
+  package's shape. No relay runs; ``pytest tests/unit`` takes seconds.
+- ``tests/relay/``: a ``Relay`` in process, on the memory transport (the scenario,
+  the emitter, the transport contract over memory).
+- ``tests/adapters/``: an adapter in process: Starlette's ``TestClient``, the bare
+  ASGI app, the bindings' framing, handshake and origin rules. No socket is opened.
+- ``tests/cluster/``: several relays on a backplane in one process (``MemoryBus``).
+- ``tests/e2e/``: a real server on loopback (uvicorn), a subprocess, a browser or a
+  Redis server: the Socket.IO adapter (its clients need a server), the WebSocket
+  adapter over real sockets, the Redis backplane and cluster, the demo, the CLI, the
+  examples and the benchmark harness. asyncio only, and slower.
+
+The support modules (``*_support.py``, ``waiting.py``, ``relay_helpers.py``, ...)
+stay in ``tests/``, which ``pythonpath`` in pyproject.toml puts on ``sys.path``.
+
+``e2e`` marks, so that ``pytest -m "not e2e"`` is the fast loop:
+
+- every test under ``tests/e2e/`` (the folder is the rule; no list of modules);
+- a test elsewhere that takes a Redis fixture (``redis_url``, ``redis_target``), such
+  as ``check_backplane`` run over Redis in ``tests/cluster/``;
+- a case that marks itself: the transport contract's parameters over real servers
+  (``tests/transport_clients.py``), or ``@pytest.mark.e2e`` on a test that starts a
+  subprocess in an otherwise fast module.
+
+A new module that starts a server, a subprocess, a browser or Redis belongs in
+``tests/e2e/``.
+"""
 
 from __future__ import annotations
 
@@ -7,54 +38,15 @@ from typing import Final
 
 import pytest
 
-# Which tests are `e2e` (they start a real server, a subprocess, a browser, or use a
-# Redis server), so that `pytest -m "not e2e"` is the fast loop.
-#
-# Marked here, by module name, rather than by a `pytestmark` in each module: the test
-# files are being reshaped in parallel, and one list here keeps those edits apart.
-# When the tests move into folders by layer, the folder (tests/e2e/) replaces this
-# list. A module that mixes fast tests with e2e ones is e2e as a whole; a test
-# elsewhere that needs Redis is found by its fixtures; a parametrized test marks its
-# own e2e cases (tests/transport_clients.py).
-E2E_MODULES: Final = frozenset(
-    {
-        "test_benchmarks_smoke",
-        "test_both_transports",
-        "test_cli",
-        "test_connection_cap",
-        "test_demo",
-        "test_demo_browser",
-        "test_demo_cluster",
-        "test_examples",
-        "test_odd_strings",
-        "test_package",
-        "test_redis_backplane",
-        "test_redis_cluster",
-        "test_slow_consumer_close",
-        "test_socketio_adapter",
-        "test_socketio_churn",
-        "test_socketio_direct",
-        "test_socketio_fidelity",
-        "test_socketio_handshake",
-        "test_socketio_hostile",
-        "test_websocket_jwt",
-        "test_websocket_server",
-        "test_websocket_subprotocols",
-    }
-)
+E2E_DIR: Final = Path(__file__).parent / "e2e"
 E2E_FIXTURES: Final = frozenset({"redis_url", "redis_target"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the e2e tests; fail on a listed module that no longer exists."""
-    here = Path(__file__).parent
-    missing = sorted(m for m in E2E_MODULES if not (here / f"{m}.py").is_file())
-    if missing:
-        raise pytest.UsageError(f"tests/conftest.py lists e2e modules that do not exist: {missing}")
+    """Mark the e2e tests: by folder, and elsewhere by the Redis fixtures they take."""
     for item in items:
-        module = item.module.__name__ if isinstance(item, pytest.Function) else ""
         fixtures = set(getattr(item, "fixturenames", ()))
-        if module.rpartition(".")[2] in E2E_MODULES or fixtures & E2E_FIXTURES:
+        if item.path.is_relative_to(E2E_DIR) or fixtures & E2E_FIXTURES:
             item.add_marker(pytest.mark.e2e)
 
 

@@ -1,8 +1,8 @@
-"""Helpers for the relay tests: bounded waits, a queue marker, relays in the background.
+"""Helpers for the relay tests: a queue marker, relays in the background, joined clients.
 
 No helper lets time pass by sleeping: each one waits for something to happen and gives
 up after a bound (``anyio.fail_after``), so a test is as fast as the relay and fails
-instead of hanging.
+instead of hanging. The wait for a condition is ``waiting.eventually``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 
 from chatrelay import Message, MessageStatus, Relay, RelayConfig
 from chatrelay.backplanes import MemoryBackplane
@@ -54,17 +53,6 @@ async def settle(client: MemoryClient, *, presence: bool = True) -> list[Receive
 def names(events: list[ReceivedEvent]) -> list[str]:
     """The event names, for a compact assertion on a sequence."""
     return [event.event for event in events]
-
-
-async def wait_until(predicate: Callable[[], bool], *, within: float = WAIT) -> None:
-    """Let other tasks run until ``predicate()`` holds (bounded by ``within`` seconds).
-
-    For state that no event announces, such as another node's view after a backplane
-    message; it yields at each check and never sleeps.
-    """
-    with anyio.fail_after(within):
-        while not predicate():
-            await anyio.lowlevel.checkpoint()
 
 
 async def join(client: MemoryClient, conversation: str = "c1") -> dict[str, object]:

@@ -212,7 +212,7 @@ class SocketIOClient:
     """`socketio_support`'s clients (Python or JS) in the check's client protocol.
 
     Neither can stop reading on demand, so the check reports the slow consumer as
-    not checked here (tests/test_slow_consumer_close.py covers it with raw sockets).
+    not checked here (tests/e2e/test_slow_consumer_close.py covers it with raw sockets).
     """
 
     def __init__(self, client: SocketIOTestClient) -> None:

@@ -1,7 +1,7 @@
 """The Socket.IO binding's side of a connection's `Outlet`, and what it knows of engine.io.
 
 This is the one module that reaches into python-engineio's and python-socketio's
-internals for writing (``tests/test_sio_wire.py`` pins the versions it was written
+internals for writing (``tests/unit/test_outlet.py`` pins the versions it was written
 for, and checks each internal it uses):
 
 - an engine.io socket's ``queue`` (an ``asyncio.Queue`` that its writer task, or a

@@ -7,15 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatrelay._errors import (
-    CLOSE_ERRORS,
-    check_payload_size,
-    close_error,
-    error_event,
-    error_payload,
-    failed_ack,
-    payload_size,
-)
+from chatrelay._errors import CLOSE_ERRORS, error_event
 from chatrelay.adapters.starlette import CloseCode, close_code
 from chatrelay.events import ErrorEvent
 from chatrelay.exceptions import (
@@ -34,6 +26,13 @@ from chatrelay.exceptions import (
     UnknownEvent,
     UnknownNamespace,
     UnsupportedSubprotocol,
+)
+from chatrelay.lowlevel import (
+    check_payload_size,
+    close_error,
+    error_payload,
+    failed_ack,
+    payload_size,
 )
 
 ALL_ERRORS: list[tuple[type[ProtocolError], int, str]] = [

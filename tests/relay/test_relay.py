@@ -37,8 +37,8 @@ from relay_helpers import (
     message,
     names,
     settle,
-    wait_until,
 )
+from waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -616,7 +616,7 @@ async def test_message_larger_than_the_backplane_accepts_reaches_nobody() -> Non
         ):
             for client in (alice, bob, carol):
                 await join(client)
-            await wait_until(lambda: relay.members("c1") == {"alice", "bob", "carol"})
+            await eventually(lambda: relay.members("c1") == {"alice", "bob", "carol"})
             await alice.request("typing:start", {"conversationId": "c1"})
             await carol.receive("typing:start", timeout=WAIT)
             with pytest.raises(BackplaneError, match="2048"):
@@ -834,7 +834,7 @@ async def test_connection_cancelled_while_announcing_is_forgotten() -> None:
         assert relay.statistics().connections == 0
         # Like any closed connection, alice goes offline after the grace period.
         async with transport.connect("bob") as bob:
-            await wait_until(lambda: not relay.is_online("alice"))
+            await eventually(lambda: not relay.is_online("alice"))
             assert await settle(bob) == []
 
 
@@ -949,7 +949,7 @@ async def test_slow_consumer_is_disconnected_and_others_get_everything() -> None
             assert slow.connection.close_reason == "slow_consumer"
             assert relay.statistics().slow_consumers == 1
             # The relay forgets it promptly, without waiting for the client.
-            await wait_until(lambda: relay.members("c1") == {"fast"})
+            await eventually(lambda: relay.members("c1") == {"fast"})
             with pytest.raises(ConnectionClosed):
                 await slow.request("typing:start", {"conversationId": "c1"})
             slow.resume()

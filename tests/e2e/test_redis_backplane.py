@@ -29,7 +29,7 @@ from waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "redis_cluster.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "redis_cluster.py"
 CONFIG = RelayConfig(heartbeat_interval=0.1, node_timeout=0.6, presence_grace=0.05)
 WAIT = 5.0
 

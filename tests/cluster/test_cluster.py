@@ -27,8 +27,8 @@ from relay_helpers import (
     message,
     names,
     settle,
-    wait_until,
 )
+from waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -84,7 +84,7 @@ async def test_room_events_reach_members_on_every_node() -> None:
     ):
         await join(alice)
         await join(bob)
-        await wait_until(lambda: a.members("c1") == b.members("c1") == {"alice", "bob"})
+        await eventually(lambda: a.members("c1") == b.members("c1") == {"alice", "bob"})
 
         await a.message_received(message("m1"), exclude=alice.connection.id)
         received = await bob.receive("message:received", timeout=WAIT)
@@ -115,7 +115,7 @@ async def test_typing_crosses_nodes_once_per_episode() -> None:
     ):
         await join(alice)
         await join(bob)
-        await wait_until(lambda: a.members("c1") == {"alice", "bob"})
+        await eventually(lambda: a.members("c1") == {"alice", "bob"})
         for _ in range(3):
             await alice.request("typing:start", {"conversationId": "c1"})
         start = await bob.receive("typing:start", timeout=WAIT)
@@ -154,7 +154,7 @@ async def test_a_message_emitted_on_another_node_ends_the_typists_episode() -> N
     ):
         await join(alice)
         await join(bob)
-        await wait_until(lambda: a.members("c1") == {"alice", "bob"})
+        await eventually(lambda: a.members("c1") == {"alice", "bob"})
         await alice.request("typing:start", {"conversationId": "c1"})
         await bob.receive("typing:start", timeout=WAIT)
         # The app server that stored alice's message is b's process.
@@ -180,7 +180,7 @@ async def test_presence_crosses_nodes_and_queries_answer_for_the_cluster() -> No
             assert a.online_users() == b.online_users() == {"alice", "bob"}
             await join(alice)
             await alice.request("typing:start", {"conversationId": "c1"})
-            await wait_until(lambda: b.typing_users("c1") == {"alice"})
+            await eventually(lambda: b.typing_users("c1") == {"alice"})
             assert b.members("c1") == {"alice"}
             assert b.statistics().nodes == a.statistics().nodes == 1
             left = datetime.now(UTC)
@@ -202,13 +202,13 @@ async def test_a_user_on_two_nodes_is_online_once_and_offline_once() -> None:
         MemoryTransport(a).connect("carol") as carol,
         MemoryTransport(b).connect("dave") as dave,
     ):
-        await wait_until(lambda: a.is_online("dave") and b.is_online("carol"))
+        await eventually(lambda: a.is_online("dave") and b.is_online("carol"))
         async with MemoryTransport(a).connect("alice"):
             for observer in (carol, dave):
                 await presence_event(observer, "user:online", "alice")
             # b knows alice is online on a: her tab on b is not news.
             async with MemoryTransport(b).connect("alice"):
-                await wait_until(lambda: "alice" in b.online_users())
+                await eventually(lambda: "alice" in b.online_users())
             # alice's tab on b is gone, her tab on a keeps her online everywhere.
             await clock_tick(carol, b, "clock-1")
             assert a.is_online("alice")
@@ -286,7 +286,7 @@ async def test_a_silent_node_has_its_users_go_offline_and_back_online() -> None:
     ):
         await join(alice)
         await join(bob)
-        await wait_until(lambda: a.members("c1") == {"alice", "bob"})
+        await eventually(lambda: a.members("c1") == {"alice", "bob"})
         await alice.request("typing:start", {"conversationId": "c1"})
         await bob.receive("typing:start", timeout=WAIT)
         await settle(bob)  # whatever came before, such as alice's user:online
@@ -323,7 +323,7 @@ async def test_a_late_node_learns_the_state_of_the_cluster() -> None:
         await join(alice)
         await alice.request("typing:start", {"conversationId": "c1"})
         async with Relay(config=slow_typing, backplane=bus.backplane()) as b:
-            await wait_until(lambda: b.is_online("alice"))
+            await eventually(lambda: b.is_online("alice"))
             assert b.online_users() == {"alice"}
             assert b.members("c1") == {"alice"}
             assert b.typing_users("c1") == {"alice"}
@@ -335,7 +335,7 @@ async def test_a_late_node_learns_the_state_of_the_cluster() -> None:
                     "members": ["alice", "bob"],
                     "typing": ["alice"],
                 }
-                await wait_until(lambda: a.members("c1") == {"alice", "bob"})
+                await eventually(lambda: a.members("c1") == {"alice", "bob"})
                 online = await alice.receive("user:online", timeout=WAIT)
                 assert online.data == {"userId": "bob"}
 
@@ -360,7 +360,7 @@ async def test_deliveries_are_reported_by_the_recipients_node() -> None:
     ):
         await join(alice)
         await join(bob)
-        await wait_until(lambda: a.members("c1") == {"alice", "bob"})
+        await eventually(lambda: a.members("c1") == {"alice", "bob"})
         await a.message_received(message(sender="alice"))
         with anyio.fail_after(WAIT):
             await acked.wait()
@@ -418,7 +418,7 @@ async def test_nodes_first_heard_in_a_room_event_a_snapshot_or_a_goodbye() -> No
         Relay(config=CLUSTER, backplane=other),
         MemoryTransport(relay).connect("bob") as bob,
     ):
-        await wait_until(lambda: relay.statistics().nodes == 1)
+        await eventually(lambda: relay.statistics().nodes == 1)
         # A room event from a node not heard before is delivered, and the node known.
         await join(bob)
         status = (
@@ -454,7 +454,7 @@ async def test_a_closed_backplane_counts_failed_publishes_and_the_node_keeps_ser
     ):
         await join(alice)
         await join(bob)
-        await wait_until(lambda: a.statistics().nodes == b.statistics().nodes == 1)
+        await eventually(lambda: a.statistics().nodes == b.statistics().nodes == 1)
         # The connection to the other nodes is lost under a running node.
         await backplane.aclose()
         await alice.request("typing:start", {"conversationId": "c1"})

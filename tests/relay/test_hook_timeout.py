@@ -14,7 +14,8 @@ import pytest
 
 from chatrelay import Delivery, Identity, Relay, RelayConfig
 from chatrelay.testing import MemoryTransport
-from relay_helpers import WAIT, join, message, wait_until
+from relay_helpers import WAIT, join, message
+from waiting import eventually
 
 pytestmark = pytest.mark.anyio
 
@@ -73,7 +74,7 @@ async def test_a_stuck_presence_audience_does_not_stall_the_timers(
                 await alice.receive("typing:start", timeout=WAIT)
                 stop = await alice.receive("typing:stop", timeout=WAIT)
             assert stop.data["userId"] == "bob"
-            await wait_until(lambda: not relay.is_online("carol"))
+            await eventually(lambda: not relay.is_online("carol"))
             assert "presence_audience did not answer within 0.05s for 'carol'" in caplog.text
             assert not [e for e in alice.received if e.data.get("userId") == "carol"]
 

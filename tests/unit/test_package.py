@@ -44,6 +44,8 @@ OPTIONAL_MODULES = [
 OPTIONAL_DEPENDENCIES = ["socketio", "engineio", "starlette", "uvicorn", "redis", "jwt"]
 
 
+# A subprocess per module: e2e by the rule of tests/conftest.py, though it takes ~2 s.
+@pytest.mark.e2e
 @pytest.mark.parametrize("module_name", PUBLIC_MODULES)
 def test_import_pulls_no_optional_dependency(module_name: str) -> None:
     # A fresh interpreter: in this one, other tests may already have imported them.

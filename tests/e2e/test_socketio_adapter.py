@@ -642,7 +642,7 @@ async def test_reserved_event_names_from_a_client_are_plain_requests() -> None:
 
 # --- the documentation, origins, configuration -----------------------------------------------
 
-HOWTO = Path(__file__).resolve().parent.parent / "docs" / "howto" / "socketio.md"
+HOWTO = Path(__file__).resolve().parents[2] / "docs" / "howto" / "socketio.md"
 
 
 async def test_the_howto_server_serves_clients(

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from chatrelay import ConnectionId, ConversationId, MessageId, NodeId, UserId
 from chatrelay._cluster import NodeState
 from chatrelay._hub import Announce, Effect, Fanout, Hub, Publish, Subscribe, Unsubscribe, Wake
 from chatrelay._nodes import (
@@ -24,7 +25,6 @@ from chatrelay._nodes import (
     encode,
     room_topic,
 )
-from chatrelay._types import ConnectionId, ConversationId, MessageId, NodeId, UserId
 from chatrelay.events import UserOffline, UserOnline
 
 WALL = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SERVERS = ["chatrelay-websocket", "starlette", "chatrelay-socketio", "socketio", "node-socketio"]
 FANOUT = ["fanout_rate", "fanout_p50", "fanout_p99"]
 ROOMS = ["rooms_rate", "rooms_p50", "rooms_p99", "idle_kib", "idle_cpu"]

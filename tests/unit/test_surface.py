@@ -14,7 +14,7 @@ import pytest
 import chatrelay
 from test_package import OPTIONAL_MODULES, PUBLIC_MODULES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "src" / "chatrelay"
 REFERENCE = ROOT / "docs" / "reference"
 DOCS = ROOT / "docs"

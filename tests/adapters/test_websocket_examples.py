@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 
 from ws_support import join, request, until
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])

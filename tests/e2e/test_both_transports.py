@@ -23,7 +23,7 @@ from ws_support import serving, ws_client
 
 pytestmark = pytest.mark.anyio
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "both_transports.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "both_transports.py"
 
 
 @pytest.fixture
