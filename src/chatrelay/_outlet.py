@@ -12,6 +12,10 @@ A transport supplies a `Wire`: how to frame an event for its wire (the body is
 encoded once per broadcast, in `Outbound.cached`), whether it can take a frame now,
 how to hand one over now, and how to write one waiting as long as needed. Nothing
 else: the rules above are the same on every transport, the in-memory one included.
+
+The end of a connection the server closed is one rule too (`close_or_abort`): the
+client has `CLOSE_GRACE` seconds to take its last events and answer the close, then
+its connection is aborted.
 """
 
 from __future__ import annotations
@@ -27,11 +31,14 @@ from anyio.abc import TaskGroup
 from ._connection import Connection
 from ._outbound import Outbound
 
-__all__ = ["Outlet", "Wire"]
+__all__ = ["CLOSE_GRACE", "Outlet", "Wire", "close_or_abort"]
 
 _logger = logging.getLogger("chatrelay")
 
 F = TypeVar("F")
+
+CLOSE_GRACE: Final = 1.5
+"""Seconds a client that the server closed has to take its last events and answer."""
 
 # How often a wait for the writes checks whether the connection closed meanwhile.
 _CLOSED_CHECK: Final = 0.1
@@ -258,3 +265,24 @@ class Outlet(Generic[F]):
         if self._changed is None:
             self._changed = anyio.Event()
         await self._changed.wait()
+
+
+async def close_or_abort(close: Callable[[], Awaitable[object]], abort: Callable[[], bool]) -> bool:
+    """Close a client's connection politely; abort it if that is not over in time.
+
+    A client that stopped reading (a slow consumer) cannot read a close that waits
+    behind what it did not read, and would keep its connection, and the server's
+    buffers, for as long as it likes: if ``close`` has not returned within
+    `CLOSE_GRACE` seconds, ``abort`` ends the connection.
+
+    Args:
+        close: The transport's close; returns once the client took it and answered.
+        abort: Aborts the connection; whether it could (some servers do not tell).
+
+    Returns:
+        Whether the connection was aborted.
+    """
+    with anyio.move_on_after(CLOSE_GRACE):
+        await close()
+        return False
+    return abort()

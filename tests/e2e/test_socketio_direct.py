@@ -24,9 +24,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
-import chatrelay.adapters.socketio as socketio_adapter
 from chatrelay import Limits, Message, MessageStatus, RelayConfig
-from chatrelay.adapters import _sio_wire
+from chatrelay.adapters import _sio_session, _sio_wire
 from chatrelay.adapters.socketio import SocketIOAdapter
 from socketio_support import CLIENT_KINDS, TIMEOUT, ClientKind, connect, serving
 from waiting import eventually
@@ -128,7 +127,7 @@ async def test_a_send_that_waits_holds_back_the_later_events(
 
         return gated_send
 
-    monkeypatch.setattr(socketio_adapter, "websocket_send", gated)
+    monkeypatch.setattr(_sio_session, "websocket_send", gated)
     async with (
         serving() as served,
         connect(kind, served.url, user="alice", transports=WEBSOCKET) as alice,

@@ -3,6 +3,9 @@
 The import graph is read from the source (``TYPE_CHECKING`` imports count: a loop
 that only type checkers see still ties two modules into one), and must have no
 cycle. ``from . import codec`` is an edge to ``chatrelay.codec``, not to the package.
+
+No module is longer than a newcomer reads in one go (500 lines), and the public
+adapter modules, which only translate their wire to relay calls, stay short (350).
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from pathlib import Path
 import chatrelay
 
 ROOT = Path(chatrelay.__file__).parent
+MAX_LINES = 500
+MAX_ADAPTER_LINES = 350
+PUBLIC_ADAPTERS = ("chatrelay.adapters.socketio", "chatrelay.adapters.starlette")
 
 
 def modules() -> dict[str, Path]:
@@ -88,3 +94,13 @@ def test_no_module_imports_itself_back() -> None:
 def test_the_cycle_finder_finds_a_cycle() -> None:
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
+
+
+def test_no_module_is_too_long() -> None:
+    known = modules()
+    lines = {name: len(path.read_text().splitlines()) for name, path in known.items()}
+    assert set(PUBLIC_ADAPTERS) <= set(lines)
+    too_long = {name: n for name, n in lines.items() if n > MAX_LINES}
+    assert too_long == {}, f"over {MAX_LINES} lines: {too_long}"
+    adapters = {name: lines[name] for name in PUBLIC_ADAPTERS if lines[name] > MAX_ADAPTER_LINES}
+    assert adapters == {}, f"public adapter modules over {MAX_ADAPTER_LINES} lines: {adapters}"

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatrelay import Identity, Relay, codec
+from chatrelay import Identity, Relay, _json, codec
 from chatrelay._relay import _status
 from chatrelay.backplanes import MemoryBus
 from chatrelay.events import (
@@ -197,7 +197,7 @@ def test_dumps_of_an_odd_string(value: str) -> None:
 @given(odd_json)
 def test_dumps_of_odd_strings_without_the_c_encoder(value: object) -> None:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(codec, "_make_encoder", None)
+        patch.setattr(_json, "_make_encoder", None)
         assert codec.dumps(value) == reference_dumps(value)
 
 
@@ -544,5 +544,5 @@ async def test_relay_message_received_sends_the_same_frame(shared: bool) -> None
 @given(json_values)
 def test_dumps_without_the_c_encoder_matches_json_dumps(value: object) -> None:
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(codec, "_make_encoder", None)
+        patch.setattr(_json, "_make_encoder", None)
         assert codec.dumps(value) == reference_dumps(value)

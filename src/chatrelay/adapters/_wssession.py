@@ -2,13 +2,13 @@
 
 `Session` reads the client's frames in the connection's ASGI task and sends the
 relay's events from the fan-out (the direct path) or from a task while some are
-queued. The handshake, authentication and close codes are `starlette`'s.
+queued. The handshake and authentication are `_wsadmission`'s, the close codes
+`_wsclose`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable
 from typing import Final
@@ -16,13 +16,12 @@ from typing import Final
 import anyio
 from anyio.abc import TaskGroup
 from starlette.types import Message, Send
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .._connection import Connection, Outbound
 from .._exceptions import ConnectionClosed, InvalidPayload
 from .._outlet import Outlet
 from . import _eager
-from ._abort import abort_transport
 from ._wsframes import (
     ACK_EVENT,
     AUTH_EVENT,
@@ -32,14 +31,10 @@ from ._wsframes import (
     parse_frame,
 )
 
-__all__ = ["Session", "binary_error", "close", "close_or_abort", "frame_size", "truncate"]
+__all__ = ["Session", "frame_size"]
 
 _logger = logging.getLogger("chatrelay.websocket")
 
-_CLOSE_TIMEOUT: Final = 5.0
-# Seconds a client closed by the relay has to answer the close before it is aborted.
-_CLOSE_GRACE: Final = 1.5
-_MAX_REASON_BYTES: Final = 123  # what a close frame has room for
 # What a send raises when the client is gone (the server's, Starlette's, anyio's): the
 # session ends quietly. Anything else is a bug somewhere, logged (see Session._failed).
 _GONE: Final = (
@@ -48,14 +43,6 @@ _GONE: Final = (
     anyio.BrokenResourceError,
     anyio.ClosedResourceError,
 )
-
-
-def truncate(reason: str) -> str:
-    """``reason``, cut to what a close frame can carry (123 bytes of UTF-8)."""
-    encoded = reason.encode()
-    if len(encoded) <= _MAX_REASON_BYTES:
-        return reason
-    return encoded[:_MAX_REASON_BYTES].decode(errors="ignore")
 
 
 def _on_asyncio() -> bool:
@@ -73,38 +60,6 @@ def frame_size(message: Message) -> int:
         return len(text.encode())
     data = message.get("bytes")
     return len(data) if data is not None else 0
-
-
-async def close(websocket: WebSocket, code: int, reason: str) -> None:
-    """Close the socket if it is still open, waiting a bounded time for a slow peer."""
-    if (
-        websocket.application_state is not WebSocketState.CONNECTED
-        or websocket.client_state is not WebSocketState.CONNECTED
-    ):
-        return
-    with anyio.move_on_after(_CLOSE_TIMEOUT), contextlib.suppress(WebSocketDisconnect):
-        await websocket.close(code, truncate(reason))
-
-
-async def close_or_abort(websocket: WebSocket, send: Send, code: int, reason: str) -> None:
-    """Close the socket with the relay's reason; abort it if the client does not answer.
-
-    A client that stopped reading (a slow consumer) cannot read a close frame that
-    waits behind what it did not read, and would keep the connection and the
-    server's buffers: if the closing handshake is not over within `_CLOSE_GRACE`
-    seconds, the connection is aborted.
-    """
-    with anyio.move_on_after(_CLOSE_GRACE):
-        await close(websocket, code, reason)
-        # Any failure to receive means the same here: the client is gone.
-        with contextlib.suppress(Exception):
-            while (await websocket.receive())["type"] != "websocket.disconnect":
-                pass  # frames the client sent before it saw the close
-        return
-    if abort_transport(send):
-        _logger.info(
-            "websocket aborted: no answer to its close (%s) within %gs", reason, _CLOSE_GRACE
-        )
 
 
 class _Wire:

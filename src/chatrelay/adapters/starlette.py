@@ -29,101 +29,21 @@ The adapter runs wherever Starlette runs: on asyncio and on trio (through anyio)
 from __future__ import annotations
 
 import contextlib
-import enum
-import logging
-from collections.abc import Iterable, Mapping
-from typing import Final
+from collections.abc import Iterable
 
-import anyio
-from starlette.responses import Response
 from starlette.routing import WebSocketRoute
 from starlette.types import Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
-from .. import codec
-from .._auth import Credentials, Identity
-from .._errors import error_payload
-from .._exceptions import CloseReason, ProtocolError, Unauthorized, UnsupportedSubprotocol
+from .._exceptions import ProtocolError
+from .._public import publish
 from .._relay import Relay
 from ._origins import origin_policy
-from ._wsframes import error_frame, select_subprotocol
-from ._wshandshake import AuthHandshake, Closing, Step
-from ._wssession import Session, close_or_abort, frame_size, truncate
-from ._wssession import close as _close
+from ._wsadmission import TRANSPORT, admit, refuse
+from ._wsclose import CloseCode, close_code, close_or_abort
+from ._wssession import Session
 
 __all__ = ["CloseCode", "WebSocketAdapter", "close_code"]
-
-_logger = logging.getLogger("chatrelay.websocket")
-
-_TRANSPORT: Final = "websocket"
-
-
-class CloseCode(enum.IntEnum):
-    """The close codes the adapter sends (RFC 6455, section 7.4, and the IANA registry)."""
-
-    NORMAL_CLOSURE = 1000
-    """The server closed for a reason without a code of its own."""
-    GOING_AWAY = 1001
-    """The server is shutting down (``server_shutdown``): reconnect, to another server."""
-    POLICY_VIOLATION = 1008
-    """Refused: a foreign ``Origin``, refused credentials, or no ``auth`` frame in time.
-    Retrying the same request fails the same way."""
-    MESSAGE_TOO_BIG = 1009
-    """A frame was larger than the hard limit (``max_frame_bytes``)."""
-    INTERNAL_ERROR = 1011
-    """The server failed (an authenticator raised); details are in the server log."""
-    TRY_AGAIN_LATER = 1013
-    """The client did not read its events fast enough (``slow_consumer``): reconnect
-    after a pause, and fetch what was missed from the application's API."""
-
-
-_CLOSE_CODES: Final[Mapping[CloseReason, CloseCode]] = {
-    CloseReason.SERVER_SHUTDOWN: CloseCode.GOING_AWAY,
-    CloseReason.SLOW_CONSUMER: CloseCode.TRY_AGAIN_LATER,
-    CloseReason.MESSAGE_TOO_BIG: CloseCode.MESSAGE_TOO_BIG,
-    CloseReason.AUTH_TIMEOUT: CloseCode.POLICY_VIOLATION,
-    CloseReason.ORIGIN_NOT_ALLOWED: CloseCode.POLICY_VIOLATION,
-}
-
-
-def close_code(reason: CloseReason | str) -> CloseCode:
-    """The close code for a reason the server closes a connection with.
-
-    Args:
-        reason: A `chatrelay.exceptions.CloseReason` (a
-            `chatrelay.lowlevel.Connection.close_reason`), such as
-            ``CloseReason.SLOW_CONSUMER``; its text is the close frame's reason.
-
-    Returns:
-        ``GOING_AWAY`` (1001) for ``server_shutdown``, ``TRY_AGAIN_LATER`` (1013) for
-        ``slow_consumer``, ``MESSAGE_TOO_BIG`` (1009) for ``message_too_big``,
-        ``POLICY_VIOLATION`` (1008) for ``auth_timeout`` and ``origin_not_allowed``,
-        and ``NORMAL_CLOSURE`` (1000) for any other reason (``client_disconnected``,
-        an application's own).
-    """
-    parsed = CloseReason.parse(reason)
-    if isinstance(parsed, CloseReason):
-        return _CLOSE_CODES.get(parsed, CloseCode.NORMAL_CLOSURE)
-    return CloseCode.NORMAL_CLOSURE
-
-
-def _refusal_code(error: ProtocolError) -> CloseCode:
-    if error.status >= 500:
-        return CloseCode.INTERNAL_ERROR
-    return CloseCode.POLICY_VIOLATION
-
-
-def _refusal_reason(error: ProtocolError) -> str:
-    return f"{error.code}: {error.message}"
-
-
-def _bearer(header: str | None) -> str | None:
-    if header is None:
-        return None
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return token.strip() or None
 
 
 class WebSocketAdapter:
@@ -238,20 +158,23 @@ class WebSocketAdapter:
         """`serve`, with the ASGI ``send`` that events go through once accepted."""
         # The handshake's headers and query are gone once it is admitted: an idle
         # connection keeps only what the session needs.
-        identity = await self._admit(websocket)
+        identity = await admit(
+            websocket,
+            self.relay,
+            self.origins,
+            auth_timeout=self.auth_timeout,
+            max_frame_bytes=self.max_frame_bytes,
+        )
         if identity is None:
             return
         async with contextlib.AsyncExitStack() as stack:
             try:
                 connection = await stack.enter_async_context(
-                    self.relay.connect(identity, transport=_TRANSPORT)
+                    self.relay.connect(identity, transport=TRANSPORT)
                 )
             except ProtocolError as exc:
-                # Refused by the relay's admission (too_many_connections): say why, as
-                # a refused auth frame does, then close with 1008 and the reason.
-                with contextlib.suppress(WebSocketDisconnect, OSError):
-                    await websocket.send_text(error_frame(exc))
-                await _close(websocket, _refusal_code(exc), _refusal_reason(exc))
+                # Refused by the relay's admission (too_many_connections).
+                await refuse(websocket, exc)
                 return
             session = Session(
                 websocket,
@@ -265,116 +188,5 @@ class WebSocketAdapter:
                 # The relay (or the reader, through the relay) closed the connection.
                 await close_or_abort(websocket, send, close_code(reason), reason)
 
-    async def _admit(self, websocket: WebSocket) -> Identity | None:
-        """Check the origin and authenticate; the identity, or ``None`` if refused."""
-        origin = websocket.headers.get("origin")
-        if not self.origins.allows(origin):
-            _logger.info("websocket refused: origin %r is not allowed", origin)
-            reason = CloseReason.ORIGIN_NOT_ALLOWED
-            await websocket.close(close_code(reason), reason.value)
-            return None
-        try:
-            subprotocol = select_subprotocol(websocket.scope.get("subprotocols") or [])
-        except ValueError as exc:
-            _logger.info("websocket refused: %s", exc)
-            await _deny(websocket, UnsupportedSubprotocol(str(exc)))
-            return None
-        token = _bearer(websocket.headers.get("authorization"))
-        if token is None:
-            token = websocket.query_params.get("token") or None
-        # The token travels in Credentials.token, never logged; keep it out of query.
-        query = {k: v for k, v in websocket.query_params.items() if k != "token"}
-        headers = dict(websocket.headers.items())
-        identity: Identity | None = None
-        if token is not None or not self.relay.config.production:
-            try:
-                identity = await self.relay.authenticate(self._credentials(token, query, headers))
-            except ProtocolError as exc:
-                # Without a token (development mode), the client may still send an
-                # auth frame; a token that was presented and refused ends it here.
-                if token is not None or not isinstance(exc, Unauthorized):
-                    await websocket.close(_refusal_code(exc), truncate(_refusal_reason(exc)))
-                    return None
-        await websocket.accept(subprotocol=subprotocol)
-        if identity is None:
-            try:
-                identity = await self._authenticate_by_frame(websocket, query, headers)
-            except WebSocketDisconnect:
-                return None  # the client left while being answered
-        return identity
 
-    def _credentials(
-        self, token: str | None, query: Mapping[str, str], headers: Mapping[str, str]
-    ) -> Credentials:
-        return Credentials(token=token, query=query, headers=headers, transport=_TRANSPORT)
-
-    async def _authenticate_by_frame(
-        self, websocket: WebSocket, query: Mapping[str, str], headers: Mapping[str, str]
-    ) -> Identity | None:
-        """Drive the first-frame authentication (`AuthHandshake`) until it is over."""
-        limits = self.relay.config.limits
-        handshake = AuthHandshake(
-            now=anyio.current_time(),
-            timeout=self.auth_timeout,
-            max_payload_bytes=limits.max_payload_bytes,
-            max_frame_bytes=self.max_frame_bytes,
-        )
-        with anyio.move_on_at(handshake.deadline):
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return None
-                size = frame_size(message)
-                step = handshake.receive(message.get("text"), size, anyio.current_time())
-                if step.token is not None:
-                    credentials = self._credentials(step.token, query, headers)
-                    try:
-                        identity = await self.relay.authenticate(credentials)
-                    except ProtocolError as exc:
-                        step = handshake.refused(exc)
-                    else:
-                        await _send_all(websocket, handshake.authenticated(identity.user_id))
-                        return identity
-                await _send_all(websocket, step)
-                if step.close is not None:
-                    if step.close.reason is CloseReason.MESSAGE_TOO_BIG:
-                        _logger.info("websocket closed: a %d-byte frame before auth", size)
-                    elif step.close.reason is CloseReason.AUTH_TIMEOUT:
-                        _logger.info(
-                            "websocket closed: no auth frame within %gs", self.auth_timeout
-                        )
-                    await _close_for(websocket, step.close)
-                    return None
-        _logger.info("websocket closed: no auth frame within %gs", self.auth_timeout)
-        await _close_for(websocket, handshake.timed_out(anyio.current_time()).close)
-        return None
-
-
-async def _send_all(websocket: WebSocket, step: Step) -> None:
-    for text in step.send:
-        await websocket.send_text(text)
-
-
-async def _close_for(websocket: WebSocket, closing: Closing | None) -> None:
-    """Close the socket as the handshake says: a reason's code, or a refusal's."""
-    assert closing is not None
-    if closing.error is not None:
-        error = closing.error
-        await _close(websocket, _refusal_code(error), truncate(_refusal_reason(error)))
-    else:
-        assert closing.reason is not None
-        await _close(websocket, close_code(closing.reason), closing.reason.value)
-
-
-async def _deny(websocket: WebSocket, error: ProtocolError) -> None:
-    """Refuse a handshake with an HTTP error whose body is the wire's error fields.
-
-    Servers without the ASGI denial response extension (uvicorn and hypercorn have
-    it) refuse with what a close before accepting gives: HTTP 403, without a body.
-    """
-    if "websocket.http.response" in websocket.scope.get("extensions", {}):
-        body = codec.dumps(error_payload(error))
-        response = Response(body, status_code=error.status, media_type="application/json")
-        await websocket.send_denial_response(response)
-    else:
-        await websocket.close(CloseCode.POLICY_VIOLATION, truncate(_refusal_reason(error)))
+publish(__name__, ["CloseCode", "close_code"])
