@@ -30,7 +30,8 @@ from datetime import UTC, datetime
 
 from server import PADDING, message_id, status_payload
 
-from chatrelay import Identity, Message, MessageStatus, Relay
+from chatrelay import HistorySettings, Identity, Message, MessageStatus, Relay, RelayConfig
+from chatrelay.adapters._wsframes import event_frame
 from chatrelay.lowlevel import Outbound
 
 Emit = Callable[[str, int], Awaitable[None]]
@@ -45,7 +46,7 @@ async def run(args: argparse.Namespace) -> None:
 
     def sink(item: Outbound) -> bool:
         nonlocal delivered
-        item.frame()
+        event_frame(item)  # what the WebSocket adapter does for each recipient
         delivered += 1
         return True
 
@@ -54,7 +55,8 @@ async def run(args: argparse.Namespace) -> None:
         delivered += 1
 
     async with AsyncExitStack() as stack:
-        relay = await stack.enter_async_context(Relay(presence_audience=no_one))
+        config = RelayConfig(history=HistorySettings(size=0 if args.no_history else 1000))
+        relay = await stack.enter_async_context(Relay(presence_audience=no_one, config=config))
         bare_rooms: dict[str, list[Callable[[str], None]]] = {}
         for size in args.sizes:
             room = f"room-{size}"
@@ -169,6 +171,9 @@ def main() -> None:
     parser.add_argument("--broadcasts", type=int, default=5000, help="per repetition")
     parser.add_argument("--repetitions", type=int, default=9)
     parser.add_argument("--profile", metavar="FILE", help="cProfile the chatrelay side only")
+    parser.add_argument(
+        "--no-history", action="store_true", help="positions and recovery off (a bare publish)"
+    )
     asyncio.run(run(parser.parse_args()))
 
 

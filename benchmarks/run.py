@@ -50,13 +50,15 @@ class Server:
     node: bool = False
     # (d): two processes of `kind` sharing a Redis; it runs the fan-out scenario only.
     cluster: bool = False
+    # A chatrelay server run from another source tree (``--baseline DIR``): before/after.
+    src: str | None = None
 
     @property
     def kind(self) -> str:
-        return self.name.removesuffix("-redis")
+        return self.name.removesuffix("-redis").removesuffix("@baseline")
 
 
-SERVERS: Final = {
+SERVERS: dict[str, Server] = {
     s.name: s
     for s in (
         Server("chatrelay-websocket", "websocket"),
@@ -69,7 +71,7 @@ SERVERS: Final = {
 }
 
 # (figure's server, baseline server): the comparisons the targets are about.
-PAIRS: Final = (
+PAIRS: tuple[tuple[str, str], ...] = (
     ("chatrelay-websocket", "starlette"),
     ("chatrelay-websocket", "node-socketio"),
     ("chatrelay-socketio", "socketio"),
@@ -110,6 +112,9 @@ class Profile:
     settle_seconds: float = 2.0
     connect_concurrency: int = 100
     timeout: float = 120.0
+    # How the Python servers run: uvicorn's WebSocket implementation and event loop.
+    ws: str = "websockets-sansio"
+    loop: str = "asyncio"
 
 
 SMOKE: Final = Profile(
@@ -141,6 +146,10 @@ FIGURES: Final = (
     ("rooms_p99", "(b) latency p99 at the fixed rate", "ms", False),
     ("idle_kib", "(c) memory per idle connection", "KiB", False),
     ("idle_cpu", "(c) server CPU with every connection idle", "%", False),
+    ("fanout_load_cpu", "(a) load generator CPU during the rate run", "%", False),
+    ("rooms_load_cpu", "(b) load generator CPU during the rate run", "%", False),
+    ("fanout_gc", "(a) server CPU in garbage collection during the rate run", "%", False),
+    ("rooms_gc", "(b) server CPU in garbage collection during the rate run", "%", False),
 )
 SCENARIO_FIGURES: Final = {
     "fanout": ("fanout_rate", "fanout_p50", "fanout_p99"),
@@ -240,11 +249,16 @@ class Process:
             return int(f.read().split()[1]) * PAGE_SIZE
 
 
-def server_argv(server: Server, compressed: bool, redis: str | None = None) -> list[str]:
+def server_argv(
+    profile: Profile, server: Server, compressed: bool, redis: str | None = None
+) -> list[str]:
     if server.node:
         config = json.dumps({"compression": compressed})
         return pinned(SERVER_CORE, ["node", str(NODE_DIR / "server.mjs"), config])
     argv = [sys.executable, str(HERE / "server.py"), server.kind]
+    if server.src is not None:  # that tree's chatrelay, this tree's harness
+        argv = ["env", f"PYTHONPATH={server.src}", *argv]
+    argv += ["--ws", profile.ws, "--loop", profile.loop]
     if compressed:
         argv.append("--compression")
     if redis is not None:
@@ -352,8 +366,13 @@ class Session:
 
     async def broadcast(
         self, *, rooms: int, per_room: int, count: int, rate: float | None
-    ) -> tuple[dict[str, Any], float]:
-        """Run the server's loop once; return the clients' report and the server CPU."""
+    ) -> tuple[dict[str, Any], float, float, float | None]:
+        """Run the server's loop once.
+
+        Returns the clients' report, the server's CPU seconds, the load generator's
+        share of its core (%: near 100, the clients set the pace, not the server) and
+        the server's seconds in garbage collection (``None`` for Node's).
+        """
         p = self.profile
         window = max(1, p.window_deliveries // per_room)
         self.load.send(
@@ -369,6 +388,7 @@ class Session:
         )
         await self.load.receive(p.timeout)
         cpu = self.cpu_seconds()
+        load_cpu, started = self.load.cpu_seconds(), time.monotonic()
         self.proc.send(
             {
                 "op": "fanout",
@@ -382,18 +402,22 @@ class Session:
         done = await self.proc.receive(p.timeout + 10)
         report = await self.load.receive(p.timeout + 10)
         cpu = self.cpu_seconds() - cpu
+        load_share = (self.load.cpu_seconds() - load_cpu) / (time.monotonic() - started) * 100
         if done["error"] or report["outcome"] != "ok" or report["disconnects"]:
             raise BenchmarkError(f"{self.server.name}: broadcasts failed: {done} {report}")
-        return report, cpu
+        gc = done.get("gc")  # Node's server reports none
+        return report, cpu, load_share, None if gc is None else float(gc["seconds"])
 
     async def throughput_and_latency(
         self, prefix: str, *, rooms: int, per_room: int, count: int
     ) -> dict[str, float]:
         p = self.profile
         await self.broadcast(rooms=rooms, per_room=per_room, count=p.warmup_count, rate=None)
-        report, cpu = await self.broadcast(rooms=rooms, per_room=per_room, count=count, rate=None)
+        report, cpu, load_share, gc_seconds = await self.broadcast(
+            rooms=rooms, per_room=per_room, count=count, rate=None
+        )
         rate = p.latency_rate / per_room  # broadcasts per second
-        timed, _ = await self.broadcast(
+        timed, _, _, _ = await self.broadcast(
             rooms=rooms,
             per_room=per_room,
             count=max(1, round(rate * p.latency_seconds)),
@@ -403,7 +427,10 @@ class Session:
             f"{prefix}_rate": report["deliveries"] / max(cpu, 1 / CLOCK_TICKS),
             f"{prefix}_p50": timed["latency"]["p50"],
             f"{prefix}_p99": timed["latency"]["p99"],
+            f"{prefix}_load_cpu": load_share,
         }
+        if gc_seconds is not None:
+            figures[f"{prefix}_gc"] = gc_seconds / max(cpu, 1 / CLOCK_TICKS) * 100
         if timed["remote"] is not None:
             figures[f"{prefix}_remote_p99"] = timed["remote"]["p99"]
         return figures
@@ -467,7 +494,7 @@ async def measure(
     load_argv = pinned(CLIENT_CORE, ["node", str(NODE_DIR / "load.mjs")])
     async with contextlib.AsyncExitStack() as stack:
         redis = await stack.enter_async_context(redis_server(logs)) if server.cluster else None
-        argv = server_argv(server, compressed, redis)
+        argv = server_argv(profile, server, compressed, redis)
         proc = await stack.enter_async_context(Process.run(label, argv, logs / f"{label}.log"))
         peer = None
         if server.cluster:
@@ -515,17 +542,31 @@ class Results:
 
     def ratios(self, mode: str) -> dict[str, dict[str, float]]:
         """For each pair, the median over repetitions of the ratio within each one."""
+        return {
+            pair: {key: statistics.median(values) for key, values in figures.items()}
+            for pair, figures in self.same_run_ratios(mode).items()
+        }
+
+    def spreads(self, mode: str) -> dict[str, dict[str, tuple[float, float]]]:
+        """For each pair, the lowest and highest of the ratios within one repetition."""
+        return {
+            pair: {key: (min(values), max(values)) for key, values in figures.items()}
+            for pair, figures in self.same_run_ratios(mode).items()
+        }
+
+    def same_run_ratios(self, mode: str) -> dict[str, dict[str, list[float]]]:
+        """For each pair and figure, the ratio measured within each repetition."""
         samples = self.samples.get(mode, {})
-        out: dict[str, dict[str, float]] = {}
+        out: dict[str, dict[str, list[float]]] = {}
         for a, b in PAIRS:
             if a not in samples or b not in samples:
                 continue
-            pair: dict[str, float] = {}
+            pair: dict[str, list[float]] = {}
             for key in samples[a]:
                 xs, ys = samples[a][key], samples[b].get(key, [])
                 ratios = [x / y for x, y in zip(xs, ys, strict=False) if y]
                 if ratios:
-                    pair[key] = statistics.median(ratios)
+                    pair[key] = ratios
             out[f"{a} / {b}"] = pair
         return out
 
@@ -549,6 +590,7 @@ class Results:
             "samples": self.samples,
             "medians": {mode: self.medians(mode) for mode in modes},
             "ratios": {mode: self.ratios(mode) for mode in modes},
+            "spreads": {mode: self.spreads(mode) for mode in modes},
             "targets": {mode: targets(self, mode) for mode in modes},
         }
 
@@ -651,16 +693,21 @@ def markdown(results: Results) -> str:
                 continue
             cells = [_fmt(medians[s].get(key), unit) for s in servers]
             lines.append(f"| {label} ({unit}) | " + " | ".join(cells) + " |")
-        ratios = results.ratios(mode)
+        ratios, spreads = results.ratios(mode), results.spreads(mode)
         pairs = [p for p in ratios if ratios[p]]
         lines += [
             "",
-            "| ratio (median of same-run ratios) | " + " | ".join(pairs) + " |",
+            "| ratio: median of same-run ratios (lowest to highest) | " + " | ".join(pairs) + " |",
             "|---|" + "---:|" * len(pairs),
         ]
         for key, label, _, _ in FIGURES:
             if any(key in ratios[p] for p in pairs):
-                cells = [f"{ratios[p][key]:.2f}x" if key in ratios[p] else "-" for p in pairs]
+                cells = [
+                    f"{ratios[p][key]:.2f}x ({spreads[p][key][0]:.2f} to {spreads[p][key][1]:.2f})"
+                    if key in ratios[p]
+                    else "-"
+                    for p in pairs
+                ]
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
         checks = targets(results, mode)
         if checks:
@@ -767,10 +814,20 @@ def environment() -> dict[str, Any]:
                 "uvicorn",
                 "websockets",
                 "anyio",
+                "uvloop",
             )
         }
         | {f"npm:{name}": node_version(name) for name in ("socket.io", "socket.io-client", "ws")},
     }
+
+
+def add_baseline(src: Path) -> None:
+    """Add NAME@baseline for each chatrelay server, run from ``src``, and its pairs."""
+    global PAIRS
+    for name in ("chatrelay-websocket", "chatrelay-socketio"):
+        base = f"{name}@baseline"
+        SERVERS[base] = Server(base, SERVERS[name].client, src=str(src))
+        PAIRS = (*PAIRS, (name, base))
 
 
 async def stoppable(main: Coroutine[Any, Any, Results]) -> Results:
@@ -789,7 +846,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny numbers: checks it runs")
     parser.add_argument("--repetitions", type=int, help="interleaved repetitions (default 5)")
-    parser.add_argument("--servers", nargs="+", choices=list(SERVERS), help="default: all")
+    baselines = ["chatrelay-websocket@baseline", "chatrelay-socketio@baseline"]
+    parser.add_argument("--servers", nargs="+", choices=[*SERVERS, *baselines], help="default: all")
     parser.add_argument(
         "--compression", nargs="+", choices=["off", "on"], help="default: off, then on"
     )
@@ -811,19 +869,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--from-json", type=Path, help="measure nothing: report the results in this file"
     )
     parser.add_argument("--seed", type=int, default=0, help="of the interleaving order")
+    parser.add_argument(
+        "--ws", help="uvicorn's WebSocket implementation (default websockets-sansio)"
+    )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also run chatrelay's servers from this checkout (its src/), as NAME@baseline:"
+        " a before/after comparison in the same run (e.g. a git worktree of the base)",
+    )
+    parser.add_argument(
+        "--loop", choices=["asyncio", "uvloop"], help="the Python servers' event loop"
+    )
     args = parser.parse_args(argv)
 
+    if args.baseline:
+        add_baseline(args.baseline.resolve() / "src")
     profile = SMOKE if args.smoke else Profile()
     if args.repetitions:
         profile = replace(profile, repetitions=args.repetitions)
     if args.servers:
         profile = replace(profile, servers=tuple(args.servers))
+    elif args.baseline:
+        profile = replace(profile, servers=tuple(SERVERS))
+    if any(name.endswith("@baseline") for name in profile.servers) and not args.baseline:
+        parser.error("the @baseline servers need --baseline DIR")
     if args.compression:
         profile = replace(profile, compression=tuple(args.compression))
     if args.scenarios:
         profile = replace(profile, scenarios=tuple(args.scenarios))
     if args.idle_seconds:
         profile = replace(profile, idle_seconds=args.idle_seconds)
+    if args.ws:
+        profile = replace(profile, ws=args.ws)
+    if args.loop:
+        profile = replace(profile, loop=args.loop)
 
     if "chatrelay-websocket-redis" in profile.servers and not shutil.which("redis-server"):
         print("no redis-server: scenario (d) is left out", file=sys.stderr)

@@ -27,14 +27,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
+import os
 import resource
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -263,6 +266,50 @@ async def fanout(emit: Emit, feedback: Feedback, command: dict[str, Any]) -> dic
 # --- the process -----------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def gc_watch() -> Iterator[dict[str, float]]:
+    """Count the garbage collections of a block, by generation, and their seconds."""
+    collected: dict[str, float] = {"0": 0, "1": 0, "2": 0, "seconds": 0.0}
+    started = 0.0
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        nonlocal started
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            collected[str(info["generation"])] += 1
+            collected["seconds"] += time.perf_counter() - started
+
+    gc.callbacks.append(callback)
+    try:
+        yield collected
+    finally:
+        gc.callbacks.remove(callback)
+
+
+@contextlib.contextmanager
+def cprofiled() -> Iterator[None]:
+    """With ``BENCH_CPROFILE=DIR``, profile the block into DIR/<pid>-<n>.prof.
+
+    What one broadcast run costs, apart from connecting and idling (which py-spy's
+    whole-process samples mix in).
+    """
+    folder = os.environ.get("BENCH_CPROFILE")
+    if not folder:
+        yield
+        return
+    import cProfile
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        n = len(list(Path(folder).glob(f"{os.getpid()}-*.prof")))
+        profiler.dump_stats(Path(folder) / f"{os.getpid()}-{n}.prof")
+
+
 def print_line(message: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(message) + "\n")
     sys.stdout.flush()
@@ -277,7 +324,9 @@ async def control(emit: Emit, feedback: Feedback, server: uvicorn.Server) -> Non
             continue
         command = json.loads(line)
         if command["op"] == "fanout":
-            print_line(await fanout(emit, feedback, command))
+            with gc_watch() as collected, cprofiled():
+                done = await fanout(emit, feedback, command)
+            print_line({**done, "gc": collected})
         elif command["op"] == "memory":
             # Where the memory went, by line (run with PYTHONTRACEMALLOC=<frames>).
             import tracemalloc
@@ -336,11 +385,18 @@ def main() -> None:
     parser.add_argument("--compression", action="store_true", help="per-message deflate on")
     parser.add_argument("--ws", default="websockets-sansio", help="uvicorn's WebSocket library")
     parser.add_argument("--redis", help="a Redis URL: the relay's backplane (chatrelay only)")
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = parser.parse_args()
     # 10,000 connections need as many descriptors: take the hard limit.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    asyncio.run(serve(args.kind, compression=args.compression, ws=args.ws, redis=args.redis))
+    loop_factory = None
+    if args.loop == "uvloop":
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(serve(args.kind, compression=args.compression, ws=args.ws, redis=args.redis))
 
 
 if __name__ == "__main__":

@@ -108,12 +108,18 @@ class Node:
         if op in ("join", "leave", "typing:start", "typing:stop"):
             event = {"join": "conversation:join", "leave": "conversation:leave"}.get(op, op)
             client = self.clients[command["client"]]
-            return await client.request(event, {"conversationId": command["conversation"]})
+            data = {"conversationId": command["conversation"]}
+            if "position" in command:  # a join that resumes from there
+                data["position"] = command["position"]
+            return await client.request(event, data)
         if op == "emit":
             message = make_message(
                 command["message"], command["conversation"], command["sender"], command["text"]
             )
             await self.relay.message_received(message)
+            return None
+        if op == "flush":  # until what was emitted went out
+            await self.relay.flush()
             return None
         if op == "stream":
             self.tg.start_soon(

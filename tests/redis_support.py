@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -99,6 +100,16 @@ class RedisServer:
             self._process.kill()
             self._process.wait(timeout=START_TIMEOUT)
             self._process = None
+
+    def pause(self) -> None:
+        """Stop the server answering (SIGSTOP): connections stay open, replies never come."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server answer again (SIGCONT), with its data."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     @property
     def running(self) -> bool:

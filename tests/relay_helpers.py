@@ -16,6 +16,7 @@ import anyio.abc
 
 from chatrelay import Message, MessageStatus, Relay, RelayConfig
 from chatrelay.backplanes import MemoryBackplane
+from chatrelay.exceptions import ConnectionClosed
 from chatrelay.lowlevel import Outbound
 from chatrelay.testing import MemoryClient, MemoryTransport, ReceivedEvent
 
@@ -126,3 +127,17 @@ async def joined(relay: Relay, user: str, conversation: str = "c1") -> AsyncIter
     async with MemoryTransport(relay).connect(user, auto_ack=True) as client:
         await join(client, conversation)
         yield client
+
+
+async def closed_with(client: MemoryClient, each: float = WAIT) -> str:
+    """The reason the client's connection was closed with (waiting, bounded).
+
+    What was sent before the close still arrives first: it is read past, each
+    event within ``each`` seconds.
+    """
+    for _ in range(100):
+        try:
+            await client.receive(timeout=each)
+        except ConnectionClosed as closed:
+            return str(closed.reason)
+    raise AssertionError("the connection was not closed")

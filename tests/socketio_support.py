@@ -32,6 +32,9 @@ NAMESPACE: Final = "/messages"
 TIMEOUT: Final = 10.0
 JS_DIR: Final = Path(__file__).parent / "js"
 
+RECONNECTION_DELAY_MAX: Final = 0.5
+"""The official client's ``reconnectionDelayMax`` in tests (client.mjs), in seconds."""
+
 ClientKind = Literal["python", "js"]
 CLIENT_KINDS: Final[list[ClientKind]] = ["python", "js"]
 
@@ -48,12 +51,15 @@ def _single_errors() -> Iterator[None]:
 
 
 @asynccontextmanager
-async def serve_app(app: ASGIApp, *, lifespan: bool = False) -> AsyncIterator[str]:
+async def serve_app(
+    app: ASGIApp, *, lifespan: bool = False, keepalive: float = 20.0
+) -> AsyncIterator[str]:
     """Serve an ASGI app with uvicorn on 127.0.0.1 and yield its base URL.
 
     The listening socket is bound before uvicorn starts, so clients may connect at
     once: the kernel queues them until uvicorn accepts (after the app's startup, with
-    ``lifespan``).
+    ``lifespan``). ``keepalive`` is uvicorn's WebSocket ping interval and timeout
+    (its default, 20 s).
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -65,6 +71,8 @@ async def serve_app(app: ASGIApp, *, lifespan: bool = False) -> AsyncIterator[st
         log_level="warning",
         lifespan="on" if lifespan else "off",
         ws="websockets-sansio",
+        ws_ping_interval=keepalive,
+        ws_ping_timeout=keepalive,
         timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)
@@ -96,12 +104,21 @@ async def serving(
     config: RelayConfig | None = None,
     authenticator: Authenticator | None = None,
     allowed_origins: str | Sequence[str] | None = None,
+    keepalive: float | None = None,
     **relay_options: Any,
 ) -> AsyncIterator[Served]:
-    """Run a relay behind a Socket.IO adapter behind uvicorn; leaving stops all three."""
+    """Run a relay behind a Socket.IO adapter behind uvicorn; leaving stops all three.
+
+    ``keepalive`` (seconds), when given, replaces both heartbeats' defaults: engine.io's
+    ping interval and timeout (25 s, 20 s) and uvicorn's WebSocket ping (20 s). A
+    client that far behind in reading is closed by them whatever the relay does.
+    """
     relay = Relay(config=config, authenticator=authenticator, **relay_options)
     adapter = SocketIOAdapter(relay, allowed_origins=allowed_origins)
-    async with relay, adapter, serve_app(adapter.asgi_app()) as url:
+    if keepalive is not None:
+        adapter.server.eio.ping_interval = adapter.server.eio.ping_timeout = keepalive
+    uvicorn_keepalive = 20.0 if keepalive is None else keepalive
+    async with relay, adapter, serve_app(adapter.asgi_app(), keepalive=uvicorn_keepalive) as url:
         yield Served(relay, adapter, url)
 
 
@@ -272,6 +289,8 @@ class JsClient(Client):
         self.log: list[tuple[str, Any]] = []
         self.connects = 0
         self.upgraded_to: str | None = None
+        # When each kind of line happened, by the client's clock (seconds).
+        self.times: dict[str, list[float]] = {}
         tg.start_soon(self._read_stdout)
         tg.start_soon(self._read_stderr)
 
@@ -296,6 +315,7 @@ class JsClient(Client):
     def _dispatch(self, line: dict[str, Any]) -> None:
         kind = line["type"]
         self.log.append((kind, line.get("event", line.get("ref", line.get("transport")))))
+        self.times.setdefault(kind, []).append(line["t"] / 1000)
         if kind == "connect":
             self.connects += 1
             self.disconnect_reason = None  # reconnected

@@ -15,6 +15,7 @@ from ._auth import Authenticator as Authenticator
 from ._auth import Credentials as Credentials
 from ._auth import DevelopmentAuthenticator as DevelopmentAuthenticator
 from ._auth import Identity as Identity
+from ._config import HistorySettings as HistorySettings
 from ._config import Limits as Limits
 from ._config import RelayConfig as RelayConfig
 from ._connection import Delivery as Delivery
@@ -41,6 +42,7 @@ from ._types import UserId as UserId
 from ._version import __version__ as __version__
 from .events import Message as Message
 from .events import MessageStatus as MessageStatus
+from .events import Position as Position
 from .events import Sender as Sender
 from .events import is_forward as is_forward
 
@@ -54,6 +56,7 @@ __all__ = [
     "DeliveryHook",
     "DevelopmentAuthenticator",
     "Emitter",
+    "HistorySettings",
     "Identity",
     "JoinAuthorizer",
     "Limits",
@@ -61,6 +64,7 @@ __all__ = [
     "MessageId",
     "MessageStatus",
     "NodeId",
+    "Position",
     "PresenceChanged",
     "PresenceTracker",
     "Relay",

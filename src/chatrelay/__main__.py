@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ._config import Limits, RelayConfig
 from ._version import __version__
 
 __all__ = ["main"]
@@ -58,6 +59,23 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     demo.add_argument(
+        "--drain-window",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help=(
+            "on SIGTERM or Ctrl-C, close the connections spread over this many seconds,"
+            " telling each one first, before stopping; 0 stops at once (%(default)s)"
+        ),
+    )
+    demo.add_argument(
+        "--max-connections-per-user",
+        type=int,
+        default=100,
+        metavar="N",
+        help="connections (tabs) one user may hold at once on this server (%(default)s)",
+    )
+    demo.add_argument(
         "--log-level", choices=_LOG_LEVELS, default="info", help="log level (%(default)s)"
     )
     return parser
@@ -90,11 +108,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--auth jwt needs --jwt-secret")
     if args.jwt_secret and args.auth != "jwt":
         parser.error("--jwt-secret goes with --auth jwt")
+    if args.max_connections_per_user < 1:
+        parser.error(
+            f"--max-connections-per-user must be 1 or more, not {args.max_connections_per_user}"
+        )
+    if args.drain_window < 0:
+        parser.error(f"--drain-window must be 0 or more, not {args.drain_window}")
     try:
         import uvicorn
 
         from .demo import create_app
         from .demo._logs import redact_server_logs
+        from .demo._serve import DrainingServer
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         parser.exit(
             2, f"chatrelay demo needs the demo extra: pip install 'chatrelay[demo]' ({exc})\n"
@@ -108,12 +133,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             jwt_secret=args.jwt_secret,
             allowed_origins=args.allowed_origins,
             redis_url=args.redis_url,
+            config=RelayConfig(
+                limits=Limits(max_connections_per_user=args.max_connections_per_user)
+            ),
         )
     except ValueError as exc:  # a weak --jwt-secret, a malformed --allowed-origins
         parser.error(str(exc))
     redact_server_logs()
     print(f"chatrelay demo: open http://{args.host}:{args.port}/?user=alice", flush=True)
-    server = uvicorn.Server(
+    server = DrainingServer(
         uvicorn.Config(
             demo.asgi,
             host=args.host,
@@ -122,10 +150,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             ws_max_size=demo.websocket.max_frame_bytes,
             ws_per_message_deflate=False,
             timeout_graceful_shutdown=5,
-        )
+        ),
+        demo.relay,
+        args.drain_window,
     )
-    # SIGINT and SIGTERM start a graceful shutdown; uvicorn re-raises the signal once
-    # it is done, which here means only that the user asked to stop.
+    # SIGINT and SIGTERM drain the relay, then start uvicorn's graceful shutdown;
+    # uvicorn re-raises the signal once it is done, which here means only that the
+    # user asked to stop.
     with contextlib.suppress(KeyboardInterrupt):
         server.run()
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, ClassVar
 
 import attrs
@@ -46,11 +47,15 @@ class Identity:
         user_id: The user, as the application names it.
         name: A display name, shown in typing indicators.
         claims: Whatever else the authenticator learned (JWT claims, for example).
+        expires_at: When the credentials stop being valid (a JWT's ``exp``), if ever:
+            the relay warns the client before (``auth:expiring``) and closes the
+            connection after it unless the client refreshes (``auth:refresh``).
     """
 
     user_id: UserId
     name: str | None = None
     claims: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    expires_at: datetime | None = None
 
 
 class Authenticator(ABC):

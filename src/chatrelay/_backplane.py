@@ -22,6 +22,8 @@ from typing import Any, ClassVar, Final
 
 import attrs
 
+from ._config import HistorySettings
+from ._history import History, MemoryHistory
 from ._resource import AsyncResource
 from ._types import NodeId
 
@@ -225,6 +227,16 @@ class Backplane(AsyncResource):
         (messages were lost on a topic) and `BackplaneHealth` (the connection
         went down or came back). Consumers ignore what they do not know.
         """
+
+    def history(self, settings: HistorySettings) -> History:
+        """The history of room events that the relays on this backplane share.
+
+        A relay asks once, when it is made. The default keeps it in this process
+        (`MemoryHistory`): right for a backplane whose nodes are all here. A
+        backplane between processes returns one they all reach, numbering each
+        conversation's events atomically for all of them.
+        """
+        return MemoryHistory(settings)
 
     def statistics(self) -> BackplaneStatistics:
         """Return counters that describe this backplane now.

@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Limits", "RelayConfig"]
+__all__ = ["HistorySettings", "Limits", "RelayConfig"]
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -75,6 +75,36 @@ class Limits:
 
 
 @attrs.frozen(kw_only=True)
+class HistorySettings:
+    """How much of each conversation's history is kept, and how much is recovered.
+
+    Attributes:
+        size: Events kept per conversation (default 1,000); ``0`` turns positions
+            and recovery off (events then carry no ``position``, as before).
+        ttl: Seconds a conversation's history is kept after its last event (default
+            300); after that, its epoch changes.
+        max_bytes: Bytes of payload kept per conversation (default 1 MiB); the
+            oldest events go first.
+        recovery_limit: Events recovered in one join at most (default 300); a client
+            that missed more gets ``recovered: false``.
+        reorder_window: Seconds a node holds an event that arrived before an earlier
+            one of its room (two servers emitting at once) before it counts the
+            earlier one lost and tells the room ``sync:required`` (default 1).
+    """
+
+    size: int = attrs.field(default=1000, validator=attrs.validators.ge(0))
+    ttl: float = attrs.field(default=300.0, validator=_positive)
+    max_bytes: int = attrs.field(default=1 << 20, validator=_positive)
+    recovery_limit: int = attrs.field(default=300, validator=attrs.validators.ge(0))
+    reorder_window: float = attrs.field(default=1.0, validator=_positive)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether events are numbered and recorded."""
+        return self.size > 0
+
+
+@attrs.frozen(kw_only=True)
 class RelayConfig:
     """How a relay behaves; every field has a default that suits development.
 
@@ -94,7 +124,15 @@ class RelayConfig:
             join is refused with ``internal_error``, nobody is told of that presence
             change, the delivery is not reported. So a hook stuck on a database never
             stalls the relay's timers, its backplane or a client's connection.
+        token_warning: Seconds before its credentials expire
+            (`chatrelay.Identity.expires_at`) that a connection is told
+            ``auth:expiring`` (default 60).
+        token_grace: Seconds after they expired that a connection which did not
+            refresh them (``auth:refresh``) is closed with ``token_expired``
+            (default 25).
         limits: Per-connection limits.
+        history: How much of each conversation's room events is kept and recovered
+            (positions and recovery; see "Missed events" in the docs).
     """
 
     production: bool = False
@@ -103,7 +141,10 @@ class RelayConfig:
     heartbeat_interval: float = attrs.field(default=2.0, validator=_positive)
     node_timeout: float = attrs.field(default=6.0, validator=_positive)
     hook_timeout: float = attrs.field(default=5.0, validator=_positive)
+    token_warning: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
+    token_grace: float = attrs.field(default=25.0, validator=attrs.validators.ge(0))
     limits: Limits = attrs.field(factory=Limits)
+    history: HistorySettings = attrs.field(factory=HistorySettings)
 
     def __attrs_post_init__(self) -> None:
         if self.node_timeout <= self.heartbeat_interval:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
@@ -19,7 +20,7 @@ from ._types import ConnectionId, ConversationId, MessageId, UserId
 if TYPE_CHECKING:
     from ._exceptions import ProtocolError
 
-__all__ = ["Connection", "ConnectionOwner", "Delivery", "Outbound"]
+__all__ = ["Connected", "Connection", "ConnectionOwner", "Delivery", "Outbound"]
 
 _T = TypeVar("_T")
 
@@ -278,3 +279,40 @@ class Connection:
 
     def __repr__(self) -> str:
         return f"<Connection {self.id} user={self.user_id!r} transport={self.transport!r}>"
+
+
+class _Opener(Protocol):
+    """The relay's side of `Connected`."""
+
+    async def _open(self, identity: Identity, transport: str) -> Connection: ...
+
+    async def _release(self, conn: Connection) -> None: ...
+
+
+class Connected:
+    """What `Relay.connect` returns: one object per connection, a small one.
+
+    Entering opens the connection (``relay._open``), leaving releases it
+    (``relay._release``), whatever happened in the block.
+    """
+
+    __slots__ = ("_conn", "_identity", "_relay", "_transport")
+
+    def __init__(self, relay: _Opener, identity: Identity, transport: str) -> None:
+        self._relay = relay
+        self._identity = identity
+        self._transport = transport
+        self._conn: Connection | None = None
+
+    async def __aenter__(self) -> Connection:
+        self._conn = await self._relay._open(self._identity, self._transport)
+        return self._conn
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._conn is not None
+        await self._relay._release(self._conn)

@@ -129,6 +129,18 @@ class Emitter(AsyncResource):
             conversation_id, message_id, status, user_id=user_id, updated_at=updated_at
         )
 
+    async def flush(self) -> None:
+        """Return once every event emitted so far has been handed to the backplane.
+
+        Emitting returns once the event is queued for its position (see
+        `Relay.flush`); closing the emitter flushes too.
+        """
+        await self._relay.flush()
+
+    async def disconnect_user(self, user_id: UserId, reason: str = "disconnected") -> None:
+        """Close every connection of a user on every relay server (`Relay.disconnect_user`)."""
+        await self._relay.disconnect_user(user_id, reason)
+
     def is_online(self, user_id: UserId) -> bool:
         """Tell whether a user is online anywhere in the cluster."""
         return self._relay.is_online(user_id)

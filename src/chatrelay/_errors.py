@@ -56,6 +56,9 @@ CLOSE_ERRORS: Final[Mapping[CloseReason, tuple[int, str]]] = {
         "the client did not read its events fast enough; reconnecting",
     ),
     CloseReason.SERVER_SHUTDOWN: (503, "the server is shutting down; reconnect"),
+    CloseReason.SERVER_RESTART: (503, "the server is restarting; reconnect"),
+    CloseReason.DISCONNECTED: (401, "the server ended this user's connections"),
+    CloseReason.TOKEN_EXPIRED: (401, "the credentials expired; reconnect with new ones"),
 }
 """The reasons a client is told about before it is closed: (status, message)."""
 

@@ -165,6 +165,12 @@ class CloseReason(enum.StrEnum):
     """The client did not authenticate within `Limits.auth_timeout`."""
     ORIGIN_NOT_ALLOWED = "origin_not_allowed"
     """The handshake came from a web origin that is not allowed (before accepting)."""
+    SERVER_RESTART = "server_restart"
+    """The server is draining before a restart (`Relay.drain`): reconnect, elsewhere."""
+    TOKEN_EXPIRED = "token_expired"
+    """The credentials expired and were not refreshed (``auth:refresh``) in time."""
+    DISCONNECTED = "disconnected"
+    """The application ended the user's connections (`Relay.disconnect_user`)."""
 
     @classmethod
     def parse(cls, reason: CloseReason | str) -> CloseReason | str:
@@ -180,6 +186,11 @@ class Unavailable(ProtocolError):
 
     status = 503
     code = "unavailable"
+
+
+def draining_refusal() -> Unavailable:
+    """How a draining relay refuses a new connection (HTTP 503 / a connect error)."""
+    return Unavailable("the server is restarting; connect to another one")
 
 
 class ConnectionClosed(ChatRelayError):

@@ -22,9 +22,23 @@ import attrs
 from . import codec
 from ._cluster import ClusterView, NodeState
 from ._debounce import TypingChanged, TypingDebouncer
+from ._exceptions import CloseReason
+from ._hub_effects import (
+    Announce,
+    Close,
+    Effect,
+    Fanout,
+    Publish,
+    Subscribe,
+    Tell,
+    Unsubscribe,
+    Wake,
+)
+from ._lifetime import Lifetimes
 from ._nodes import (
     CONTROL_TOPIC,
     Bye,
+    DisconnectUser,
     Heartbeat,
     MemberChanged,
     NodeMessage,
@@ -38,69 +52,32 @@ from ._nodes import (
 from ._outbound import Outbound, _AckContext
 from ._presence import PresenceTracker
 from ._rooms import RoomRegistry
+from ._sequencer import Released, Sequencer, position_of
 from ._types import ConnectionId, ConversationId, NodeId, UserId
-from .events import SyncRequired, TypingIndicator, TypingUser, UserOffline, UserOnline
+from .events import (
+    AuthExpiring,
+    Position,
+    SyncRequired,
+    TypingIndicator,
+    TypingUser,
+    UserOffline,
+    UserOnline,
+)
 
 __all__ = [
     "Announce",
+    "Close",
     "Effect",
     "Fanout",
     "Hub",
     "Publish",
     "Subscribe",
+    "Tell",
     "Unsubscribe",
     "Wake",
 ]
 
 logger = logging.getLogger("chatrelay")
-
-
-@attrs.frozen
-class Fanout:
-    """Hand ``item`` to this node's connections in a room, but ``exclude``."""
-
-    conversation: ConversationId
-    item: Outbound
-    exclude: ConnectionId | None = None
-
-
-@attrs.frozen
-class Publish:
-    """Tell the other nodes (on a shared backplane; nobody otherwise)."""
-
-    topic: str
-    message: NodeMessage
-
-
-@attrs.frozen
-class Subscribe:
-    """Start receiving a backplane topic (a room this node now has members in)."""
-
-    topic: str
-
-
-@attrs.frozen
-class Unsubscribe:
-    """Stop receiving a backplane topic (a room this node no longer has members in)."""
-
-    topic: str
-
-
-@attrs.frozen
-class Announce:
-    """Tell the presence event's audience (the application's hook decides who)."""
-
-    event: UserOnline | UserOffline
-    exclude: ConnectionId | None = None
-
-
-@attrs.frozen
-class Wake:
-    """A deadline may have moved earlier: recompute when the timers run next."""
-
-
-Effect = Fanout | Publish | Subscribe | Unsubscribe | Announce | Wake
-"""What the hub asks its driver to do."""
 
 
 class Hub:
@@ -111,12 +88,15 @@ class Hub:
         typing_timeout: Seconds a typing episode lasts without a refresh.
         presence_grace: Seconds a user stays online after its last connection closed.
         node_timeout: Seconds of silence after which another node counts as dead.
+        reorder_window: Seconds a room event that came before an earlier one is held
+            (see `chatrelay._sequencer`).
 
     Attributes:
         rooms: Which local connection is in which room.
         presence: Which local user is online, with the grace period.
         typing: The local typing episodes.
         cluster: The other nodes' users, rooms and typing.
+        sequencer: Each room's numbered events, in offset order.
         resyncs: Connections told to resynchronize a room (``sync:required``).
     """
 
@@ -127,6 +107,9 @@ class Hub:
         typing_timeout: float,
         presence_grace: float,
         node_timeout: float,
+        reorder_window: float = 1.0,
+        token_warning: float = 60.0,
+        token_grace: float = 25.0,
     ) -> None:
         self.node_id = node_id
         self._grace = presence_grace
@@ -135,6 +118,8 @@ class Hub:
         self.presence = PresenceTracker(grace=presence_grace)
         self.typing = TypingDebouncer(timeout=typing_timeout)
         self.cluster = ClusterView(node_timeout=node_timeout, grace=presence_grace)
+        self.sequencer: Sequencer[tuple[Outbound, ConnectionId | None]] = Sequencer(reorder_window)
+        self.lifetimes = Lifetimes(warning=token_warning, grace=token_grace)
         # Each local connection's display name, for the typing indicators it causes.
         self._names: dict[ConnectionId, str | None] = {}
         self.resyncs = 0
@@ -159,16 +144,8 @@ class Hub:
 
     def next_deadline(self) -> float | None:
         """When `expire` next has something to do (event loop clock), if ever."""
-        deadlines = [
-            d
-            for d in (
-                self.typing.next_deadline(),
-                self.presence.next_deadline(),
-                self.cluster.next_deadline(),
-            )
-            if d is not None
-        ]
-        return min(deadlines, default=None)
+        parts = (self.typing, self.presence, self.cluster, self.sequencer, self.lifetimes)
+        return min((d for part in parts if (d := part.next_deadline()) is not None), default=None)
 
     def snapshot(self) -> NodeState:
         """This node's state, as other nodes keep it."""
@@ -182,13 +159,25 @@ class Hub:
     # --- connections and requests ------------------------------------------------------
 
     def connect(
-        self, conn: ConnectionId, user: UserId, name: str | None, now: float
+        self,
+        conn: ConnectionId,
+        user: UserId,
+        name: str | None,
+        now: float,
+        *,
+        expires_in: float | None = None,
     ) -> list[Effect]:
-        """A connection opened: the user comes online unless it already was."""
+        """A connection opened: the user comes online unless it already was.
+
+        ``expires_in``: seconds until its credentials expire, if they do.
+        """
         self._names[conn] = name
+        self.lifetimes.track(conn, expires_in, now)
+        # Credentials that expire bring a deadline (the warning's) the timers must see.
+        effects: list[Effect] = [] if expires_in is None else [Wake()]
         if self.presence.connect(user, conn, now) is None:
-            return []
-        effects: list[Effect] = [Publish(CONTROL_TOPIC, PresenceChanged(user_id=user, online=True))]
+            return effects
+        effects.append(Publish(CONTROL_TOPIC, PresenceChanged(user_id=user, online=True)))
         if not self.cluster.is_online(user):
             effects.append(Announce(UserOnline(user_id=user), exclude=conn))
         return effects
@@ -201,6 +190,7 @@ class Hub:
         for conversation in self.rooms.rooms_of(conn):
             effects += self._leave_room(conn, user, conversation)
         self.presence.disconnect(user, conn, now)
+        self.lifetimes.forget(conn)
         del self._names[conn]
         effects.append(Wake())  # the grace period's deadline
         return effects
@@ -214,6 +204,7 @@ class Hub:
         self.rooms.join(conn, user, conversation)
         effects: list[Effect] = []
         if first_here:
+            self.sequencer.open(conversation)
             effects.append(Subscribe(room_topic(conversation)))
         if new_member:
             change = MemberChanged(conversation_id=conversation, user_id=user, joined=True)
@@ -245,6 +236,51 @@ class Hub:
         change = self.typing.stop(conversation, user, conn)
         return [] if change is None else self._typing_changed(change, exclude=conn)
 
+    def room_event(
+        self,
+        conversation: ConversationId,
+        item: Outbound,
+        exclude: ConnectionId | None,
+        now: float,
+    ) -> list[Effect]:
+        """A room event, emitted here or by another node: to the room, in offset order."""
+        position = item.position
+        if position is None:
+            return [Fanout(conversation, item, exclude)]
+        released = self.sequencer.offer(conversation, position, (item, exclude), now)
+        return self._released(conversation, released)
+
+    def baseline(
+        self, conversation: ConversationId, position: Position | None, now: float
+    ) -> list[Effect]:
+        """Where a room stood when this node's first member joined (from the history)."""
+        return self._released(conversation, self.sequencer.baseline(conversation, position, now))
+
+    def _released(
+        self, conversation: ConversationId, released: Released[tuple[Outbound, ConnectionId | None]]
+    ) -> list[Effect]:
+        effects: list[Effect] = self.lost_room(conversation) if released.lost else []
+        effects += [Fanout(conversation, item, exclude) for item, exclude in released.items]
+        if self.sequencer.holding:
+            effects.append(Wake())  # a hole opened: its deadline
+        return effects
+
+    def refresh(self, conn: ConnectionId, expires_in: float | None, now: float) -> list[Effect]:
+        """A connection refreshed its credentials: its clock starts over."""
+        self.lifetimes.track(conn, expires_in, now)
+        return [Wake()]
+
+    def disconnect_user(self, user: UserId, reason: str) -> list[Effect]:
+        """Close every connection of ``user``: this node's now, the others' when told."""
+        return [
+            *self._close_user(user, reason),
+            Publish(CONTROL_TOPIC, DisconnectUser(user_id=user, reason=reason)),
+        ]
+
+    def _close_user(self, user: UserId, reason: str) -> list[Effect]:
+        connections = frozenset(self.presence.connections(user))
+        return [Close(connections, reason)] if connections else []
+
     def message_sent(
         self, conversation: ConversationId, sender: UserId, exclude: ConnectionId | None
     ) -> list[Effect]:
@@ -271,6 +307,15 @@ class Hub:
             effects.append(Publish(CONTROL_TOPIC, offline))
             if not self.is_online(user):
                 effects.append(Announce(UserOffline(user_id=user, last_seen=last_seen)))
+        for conversation, released in self.sequencer.expire(now):
+            effects += self._released(conversation, released)
+        for due in self.lifetimes.expire(now):
+            if due.kind == "expiring":
+                expiring = AuthExpiring(expires_in=max(0, round(due.expires_in)))
+                item = Outbound(codec.event_name(expiring), codec.encode(expiring))
+                effects.append(Tell(due.connection, item))
+            else:
+                effects.append(Close(frozenset({due.connection}), CloseReason.TOKEN_EXPIRED))
         dead, ended = self.cluster.expire(now)
         for node, state in dead:
             logger.warning(
@@ -326,8 +371,10 @@ class Hub:
             case RoomEvent():
                 ack = message.ack
                 context = None if ack is None else _AckContext(**attrs.asdict(ack))
-                item = Outbound(message.event, message.data, ack=context)
-                effects.append(Fanout(message.conversation_id, item, message.exclude))
+                item = Outbound(
+                    message.event, message.data, ack=context, position=position_of(message.data)
+                )
+                effects += self.room_event(message.conversation_id, item, message.exclude, now)
                 if ack is not None:
                     effects += self.message_sent(
                         message.conversation_id, ack.sender_id, message.exclude
@@ -357,6 +404,8 @@ class Hub:
                 self.cluster.replace(node, message.state, now)
                 for user in affected:
                     effects += self._presence_moved(user, was_online[user], wall)
+            case DisconnectUser():
+                effects += self._close_user(message.user_id, message.reason)
             case Bye():
                 # Users of a node that said goodbye stay online for the grace period.
                 effects += self._went_offline(self.cluster.remove(node, now, graceful=True), wall)
@@ -385,6 +434,7 @@ class Hub:
             change = MemberChanged(conversation_id=conversation, user_id=user, joined=False)
             effects.append(Publish(CONTROL_TOPIC, change))
         if not self.rooms.connections(conversation):
+            self.sequencer.close(conversation)
             effects.append(Unsubscribe(room_topic(conversation)))
         return effects
 

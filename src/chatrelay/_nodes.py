@@ -20,7 +20,9 @@ import attrs
 from . import codec
 from ._backplane import decode_envelope, encode_envelope
 from ._cluster import NodeState
+from ._history import position_field
 from ._types import ConnectionId, ConversationId, MessageId, NodeId, UserId
+from .events import Position
 
 __all__ = [
     "CONTROL_TOPIC",
@@ -28,6 +30,7 @@ __all__ = [
     "ROOM_TOPIC_PREFIX",
     "AckFields",
     "Bye",
+    "DisconnectUser",
     "Heartbeat",
     "MemberChanged",
     "NodeMessage",
@@ -39,6 +42,7 @@ __all__ = [
     "decode",
     "encode",
     "room_topic",
+    "stamp_room_event",
 ]
 
 CONTROL_TOPIC: Final = "chatrelay:control"
@@ -135,6 +139,14 @@ class StateReport:
     state: NodeState
 
 
+@attrs.frozen(kw_only=True)
+class DisconnectUser:
+    """Close every connection of a user, on every node (`Relay.disconnect_user`)."""
+
+    user_id: UserId
+    reason: str
+
+
 @attrs.frozen
 class Bye:
     """The sending node is going away on purpose."""
@@ -152,6 +164,7 @@ NodeMessage = (
     | PresenceChanged
     | SyncRequest
     | StateReport
+    | DisconnectUser
     | Bye
     | Heartbeat
 )
@@ -206,6 +219,9 @@ def encode(node: NodeId, message: NodeMessage) -> bytes:
                 "typing": {room: sorted(users) for room, users in state.typing.items() if users},
             }
             return encode_envelope(node, "state", dumps(report))
+        case DisconnectUser():
+            fields = {"userId": message.user_id, "reason": message.reason}
+            return encode_envelope(node, "disconnect", dumps(fields))
         case Bye():
             return encode_envelope(node, "bye", "{}")
         case Heartbeat():
@@ -228,6 +244,17 @@ def decode(payload: bytes) -> tuple[NodeId, NodeMessage | None]:
         return envelope.node, decoder(body)
     except (KeyError, TypeError, AttributeError) as exc:
         raise MalformedMessage(envelope.node, envelope.kind, repr(exc)) from None
+
+
+def stamp_room_event(envelope: bytes, position: Position) -> bytes:
+    """The envelope of a room event (from `encode`) with ``position`` stamped in.
+
+    What `encode` gives for the event's JSON stamped by `chatrelay._history.stamp`:
+    a room event's envelope ends with its payload's closing brace and then the
+    body's and the envelope's, so the position goes before the last three bytes.
+    Made so once the history numbered an event whose envelope was already made.
+    """
+    return b"".join((envelope[:-3], position_field(position).encode(), envelope[-3:]))
 
 
 def _payload(json: str | None, data: Mapping[str, Any]) -> str:
@@ -332,6 +359,9 @@ _DECODERS: Final[Mapping[str, Any]] = {
     "presence": _presence,
     "sync": _sync,
     "state": _state,
+    "disconnect": lambda body: DisconnectUser(
+        user_id=UserId(_text(body["userId"])), reason=_text(body["reason"])
+    ),
     "bye": lambda body: Bye(),
     "heartbeat": lambda body: Heartbeat(),
 }

@@ -124,11 +124,14 @@ class Outlet(Generic[F]):
         goes to ``outgoing`` (its bound and slow-consumer policy apply), and a task
         writes it after what waits before it.
         """
-        if self._busy or self._draining or not self._wire.ready():
+        wire = self._wire
+        if self._busy or self._draining or not wire.ready():
             self._drain_soon()
             return False
         try:
-            pending = self._wire.put(self._frame(item))
+            # The usual event asks for no ack: its frame is the one all recipients share.
+            frame = wire.frame(item, None) if item._ack is None else self._frame(item)
+            pending = wire.put(frame)
         except Exception as error:
             self._failed(error, item)
             return True

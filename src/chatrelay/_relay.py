@@ -5,32 +5,39 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+from collections import Counter
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Final
 
 import anyio
 from anyio.abc import TaskGroup
 
-from . import codec
 from ._auth import Authenticator, Credentials, DevelopmentAuthenticator, Identity
 from ._backplane import Backplane
 from ._config import RelayConfig
-from ._connection import Connection
+from ._connection import Connected, Connection
+from ._drain import drain
 from ._effects import EffectRunner
-from ._exceptions import CloseReason, InternalError, ProtocolError, TooManyConnections
+from ._emitting import EmitterAPI
+from ._exceptions import (
+    CloseReason,
+    InternalError,
+    ProtocolError,
+    TooManyConnections,
+    draining_refusal,
+)
 from ._hooks import AudienceHook, DeliveryHook, JoinAuthorizer, allow_all
 from ._hub import Hub
 from ._limits import TokenBucket, check_connection_cap
 from ._nodes import CONTROL_TOPIC
-from ._outbound import Outbound, _AckContext
+from ._outbound import Outbound
+from ._recovery import Recovery
 from ._requests import Requests
 from ._resource import AsyncResource
-from ._statistics import Counters, RelayStatistics
-from ._types import ConnectionId, ConversationId, MessageId, NodeId, UserId
+from ._statistics import Counters, RelayStatistics, nested, reason_label
+from ._types import ConnectionId, NodeId
 from .backplanes import LocalBackplane
-from .events import Message, MessageStatus, Sender
 
 __all__ = [
     "AudienceHook",
@@ -43,8 +50,11 @@ __all__ = [
 
 logger = logging.getLogger("chatrelay")
 
+# Seconds a closing relay waits for the room events still being numbered.
+_FLUSH_TIMEOUT: Final = 10.0
 
-class Relay(AsyncResource):
+
+class Relay(EmitterAPI, AsyncResource):
     """The hub of chatrelay: connections, rooms, presence, typing, and the emitter API.
 
     Use it as an async context manager; it runs the timers (typing expiry, presence
@@ -109,7 +119,11 @@ class Relay(AsyncResource):
             typing_timeout=config.typing_timeout,
             presence_grace=config.presence_grace,
             node_timeout=config.node_timeout,
+            reorder_window=config.history.reorder_window,
+            token_warning=config.token_warning,
+            token_grace=config.token_grace,
         )
+        history = self._backplane.history(config.history) if config.history.enabled else None
         self._connections: dict[ConnectionId, Connection] = {}
         self._counters = Counters()
         self._effects = EffectRunner(
@@ -120,10 +134,20 @@ class Relay(AsyncResource):
             presence_audience=presence_audience,
             hook_timeout=config.hook_timeout,
             heartbeat_interval=config.heartbeat_interval,
+            history=history,
             wake=self._wake,
             clock=self._clock,
             wall_clock=self._wall_clock,
         )
+        self._recovery = Recovery(
+            hub=self._hub,
+            history=history,
+            limit=config.history.recovery_limit,
+            carry_out=self._effects.carry_out,
+            clock=self._clock,
+            counters=self._counters,
+        )
+        self._effects.catching = self._recovery.catching
         self._requests = Requests(
             config=config,
             hub=self._hub,
@@ -131,7 +155,10 @@ class Relay(AsyncResource):
             carry_out=self._effects.carry_out,
             authorize_join=self._authorize_join,
             on_delivered=self._on_delivered,
+            recovery=self._recovery,
+            authenticate=self.authenticate,
             clock=self._clock,
+            wall_clock=self._wall_clock,
         )
         self._ids = itertools.count(1)
         self._to_close: list[Connection] = []
@@ -139,6 +166,7 @@ class Relay(AsyncResource):
         self._stack: AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
         self._running = False
+        self._draining = False
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -160,6 +188,8 @@ class Relay(AsyncResource):
                 self._tg.start_soon(self._effects.heartbeat)
                 await self._effects.carry_out(self._hub.hello())
             self._tg.start_soon(self._run_timers)
+            if self._effects.recorder is not None:
+                self._tg.start_soon(self._effects.recorder.run)
             self._running = True
             self._stack = stack.pop_all()
 
@@ -169,6 +199,7 @@ class Relay(AsyncResource):
             return
         self._running = False
         with anyio.CancelScope(shield=True):
+            await self._flush_recorder()
             for conn in list(self._connections.values()):
                 conn.close(CloseReason.SERVER_SHUTDOWN)
                 await self._forget(conn)
@@ -177,6 +208,86 @@ class Relay(AsyncResource):
         self._tg.cancel_scope.cancel()
         # The task group was entered in start(): leave it outside any new scope.
         await self._stack.aclose()
+
+    async def flush(self) -> None:
+        """Return once every room event emitted so far has gone out from this node.
+
+        With a history in another process (Redis), ``message_received`` and
+        ``message_status`` return once the event is queued for its position; it goes
+        out, to this node's clients and to the backplane, a round trip later, in the
+        order emitted. Await this where something must come after the events emitted
+        so far, for example before telling another process that may emit next in the
+        same conversation. With the history off or in memory, it returns at once.
+        """
+        recorder = self._effects.recorder
+        if recorder is not None:
+            await recorder.flush()
+
+    async def _flush_recorder(self) -> None:
+        """Send the room events still waiting for their numbers (a bounded wait)."""
+        recorder = self._effects.recorder
+        if recorder is None or not len(recorder):
+            return
+        with anyio.move_on_after(_FLUSH_TIMEOUT):
+            await recorder.flush()
+        if len(recorder):
+            logger.warning(
+                "closing with %d room events not sent: the history did not answer", len(recorder)
+            )
+
+    @property
+    def backplane(self) -> Backplane:
+        """The backplane that connects this relay to the other servers."""
+        return self._backplane
+
+    @property
+    def draining(self) -> bool:
+        """Whether the relay is draining (`drain`): it refuses new connections."""
+        return self._draining
+
+    def ensure_accepting(self) -> None:
+        """Refuse a new connection if the relay takes none now (it is draining).
+
+        Adapters call it before the handshake's work, to answer with HTTP 503 or a
+        connect error; `connect` checks it too.
+
+        Raises:
+            Unavailable: If the relay is draining.
+        """
+        if self._draining:
+            raise draining_refusal()
+
+    async def drain(
+        self, window: float = 10.0, *, reason: CloseReason | str = CloseReason.SERVER_RESTART
+    ) -> None:
+        """Close every connection, spread over ``window`` seconds, before going away.
+
+        From now on new connections are refused (``unavailable``, 503). Each connection
+        gets ``server:draining {reconnectAfterMs}`` with a slot of its own in the
+        window, and is closed at the end of that slot (WebSocket 1012; Socket.IO: its transport
+        is closed, so the official client reconnects by itself). Users it closes are
+        announced offline only after the window plus the presence grace, so those who
+        reconnect elsewhere meanwhile never appear to leave. Leave the relay's block
+        afterwards (``aclose``), which lets the backplane flush.
+
+        Args:
+            window: Seconds over which the connections are closed (0: all at once).
+            reason: The close reason the clients are told.
+
+        Raises:
+            ValueError: If ``window`` is negative.
+            RuntimeError: If the relay is not running, or already draining.
+        """
+        self._require_running()
+        if window < 0:
+            raise ValueError(f"window must be >= 0, got {window!r}")
+        if self._draining:
+            raise RuntimeError("the relay is draining already")
+        self._draining = True
+        connections = list(self._connections.values())
+        logger.warning("draining %d connections over %g s", len(connections), window)
+        self._hub.presence.grace = self.config.presence_grace + window
+        await drain(connections, window=window, reason=reason, clock=self._clock)
 
     def _require_running(self) -> None:
         if not self._running:
@@ -197,6 +308,7 @@ class Relay(AsyncResource):
         try:
             identity = await self._authenticator.authenticate(credentials)
         except ProtocolError as exc:
+            self._counters.auth_failures[exc.code] += 1
             # One line per refusal, for every transport; never the credentials.
             logger.info(
                 "connection refused: transport=%s status=%d code=%s message=%s",
@@ -231,10 +343,11 @@ class Relay(AsyncResource):
             TooManyConnections: On entering, if the user holds
                 ``Limits.max_connections_per_user`` connections on this relay already.
         """
-        return _Connected(self, identity, transport)
+        return Connected(self, identity, transport)
 
     async def _open(self, identity: Identity, transport: str) -> Connection:
         self._require_running()
+        self.ensure_accepting()
         now = self._clock()
         limits = self.config.limits
         user = identity.user_id
@@ -255,7 +368,10 @@ class Relay(AsyncResource):
             bucket=TokenBucket(rate=limits.rate, burst=limits.burst, now=now),
         )
         self._connections[conn.id] = conn
-        effects = self._hub.connect(conn.id, user, identity.name, now)
+        self._counters.opened[transport] += 1
+        expires = identity.expires_at
+        expires_in = None if expires is None else (expires - self._wall_clock()).total_seconds()
+        effects = self._hub.connect(conn.id, user, identity.name, now, expires_in=expires_in)
         # From here on the connection is known: forget it however this ends, even if
         # cancelled while announcing it (the audience hook may be slow).
         try:
@@ -278,6 +394,7 @@ class Relay(AsyncResource):
         """Remove a closed connection from rooms, typing and presence (idempotent)."""
         if self._connections.pop(conn.id, None) is None:
             return
+        self._counters.closed[conn.transport, reason_label(conn.close_reason)] += 1
         await self._effects.carry_out(self._hub.disconnect(conn.id, conn.user_id, self._clock()))
 
     def connection_closed(self, conn: Connection) -> None:
@@ -313,107 +430,11 @@ class Relay(AsyncResource):
     async def acknowledge(self, conn: Connection, item: Outbound) -> None:
         await self._requests.acknowledge(conn, item)
 
-    # --- the emitter API (application side) ------------------------------------------
-
-    async def message_received(
-        self,
-        message: Message,
-        *,
-        sender: Sender | None = None,
-        exclude: ConnectionId | None = None,
-    ) -> None:
-        """Tell a conversation's room that a message was stored (``message:received``).
-
-        Ends the sender's typing episode in that conversation. Recipients' clients are
-        asked to acknowledge it; their acks reach ``on_delivered``.
-
-        Args:
-            message: The stored message.
-            sender: Who sent it, as shown to readers; defaults to its ``sender_id``.
-            exclude: A connection not to send it to (the one that caused it); nor the
-                ``typing:stop`` that ending the sender's episode sends.
-
-        Any string of the message may hold any character, lone UTF-16 surrogates
-        included: every transport sends it as a JSON escape, and clients decode the
-        same string.
-
-        Raises:
-            BackplaneError: If the event is larger than the backplane accepts; nothing
-                was sent then.
-            ValueError: If the conversation id holds a lone UTF-16 surrogate; nothing
-                was sent then.
-        """
-        self._require_running()
-        data = codec._message_received(message, sender)
-        conversation = message.conversation_id
-        item = Outbound(
-            "message:received",
-            data,
-            ack=_AckContext(
-                conversation_id=conversation, message_id=message.id, sender_id=message.sender_id
-            ),
-        )
-        await self._effects.broadcast(conversation, item, exclude)
-        typing_ended = self._hub.message_sent(conversation, message.sender_id, exclude)
-        await self._effects.carry_out(typing_ended)
-
-    async def message_status(
-        self,
-        conversation_id: ConversationId,
-        message_id: MessageId,
-        status: MessageStatus | str,
-        *,
-        user_id: UserId,
-        updated_at: datetime | None = None,
-        exclude: ConnectionId | None = None,
-    ) -> None:
-        """Tell a conversation's room that a message moved to a new status.
-
-        Args:
-            conversation_id: The conversation of the message.
-            message_id: The message.
-            status: ``sent``, ``delivered`` or ``read``.
-            user_id: The user for whom the status changed (the reader).
-            updated_at: When; defaults to now.
-            exclude: A connection not to send it to.
-
-        Raises:
-            ValueError: If ``status`` is not a known status, or the conversation id
-                holds a lone UTF-16 surrogate.
-            BackplaneError: If the event is larger than the backplane accepts.
-        """
-        self._require_running()
-        # What codec.encode(MessageStatusChanged(...)) gives, and its JSON, built directly:
-        # this is the hot path of a server that broadcasts read receipts.
-        data, text = codec._status_changed(
-            conversation_id,
-            message_id,
-            _status(status),
-            user_id,
-            updated_at if updated_at is not None else self._wall_clock(),
-        )
-        item = Outbound("message:status", data, json=text)
-        await self._effects.broadcast(conversation_id, item, exclude)
-
-    def is_online(self, user_id: UserId) -> bool:
-        """Tell whether a user is online anywhere in the cluster."""
-        return self._hub.is_online(user_id)
-
-    def online_users(self) -> frozenset[UserId]:
-        """The users online anywhere in the cluster."""
-        return self._hub.online_users()
-
-    def members(self, conversation_id: ConversationId) -> frozenset[UserId]:
-        """The users with a connection in a conversation's room, anywhere in the cluster."""
-        return self._hub.members(conversation_id)
-
-    def typing_users(self, conversation_id: ConversationId) -> frozenset[UserId]:
-        """The users typing in a conversation now, anywhere in the cluster."""
-        return self._hub.typing_users(conversation_id)
-
     def statistics(self) -> RelayStatistics:
         """Return counters and sizes that describe this relay now."""
         backplane = self._backplane.statistics()
+        probe = self._effects.probe
+        deaf = self._running and probe is not None and probe.deaf(self._clock())
         return RelayStatistics(
             node_id=self.node_id,
             connections=len(self._connections),
@@ -424,9 +445,19 @@ class Relay(AsyncResource):
             rate_limited=self._counters.rate_limited,
             failed_requests=self._counters.failed_requests,
             backplane_errors=self._counters.backplane_errors,
-            healthy=backplane.healthy,
+            healthy=backplane.healthy and not deaf,
+            deaf=deaf,
             resyncs=self._hub.resyncs,
+            draining=self._draining,
+            recoveries=self._counters.recoveries,
+            recoveries_failed=self._counters.recoveries_failed,
+            unrecorded=self._counters.unrecorded,
             backplane=backplane,
+            transports=dict(Counter(c.transport for c in self._connections.values())),
+            opened=dict(self._counters.opened),
+            closed=nested(self._counters.closed),
+            auth_failures=dict(self._counters.auth_failures),
+            requests=nested(self._counters.requests),
         )
 
     # --- timers ----------------------------------------------------------------------
@@ -454,45 +485,3 @@ class Relay(AsyncResource):
     def _wall_clock(self) -> datetime:
         """The wall clock, for the times the relay reports (``lastSeen``, ``updatedAt``)."""
         return datetime.now(UTC)
-
-
-_STATUS_BY_TEXT: Final = {status.value: status for status in MessageStatus}
-
-
-def _status(status: MessageStatus | str) -> MessageStatus:
-    if type(status) is str:
-        found = _STATUS_BY_TEXT.get(status)
-        if found is not None:
-            return found
-    if isinstance(status, MessageStatus):
-        return status
-    try:
-        return MessageStatus(status)
-    except ValueError:
-        allowed = ", ".join(s.value for s in MessageStatus)
-        raise ValueError(f"unknown message status {status!r}; expected one of {allowed}") from None
-
-
-class _Connected:
-    """What `Relay.connect` returns: one object per connection, a small one."""
-
-    __slots__ = ("_conn", "_identity", "_relay", "_transport")
-
-    def __init__(self, relay: Relay, identity: Identity, transport: str) -> None:
-        self._relay = relay
-        self._identity = identity
-        self._transport = transport
-        self._conn: Connection | None = None
-
-    async def __aenter__(self) -> Connection:
-        self._conn = await self._relay._open(self._identity, self._transport)
-        return self._conn
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        assert self._conn is not None
-        await self._relay._release(self._conn)

@@ -10,13 +10,16 @@ It also reports a client's ack of ``message:received`` to ``on_delivered``.
 from __future__ import annotations
 
 import logging
+import math
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from datetime import datetime
+from typing import Any, Final
 
 import anyio
 
 from . import codec
-from ._auth import Identity
+from ._auth import Credentials, Identity
 from ._config import RelayConfig
 from ._connection import Connection, Delivery, Outbound
 from ._errors import check_payload_size, error_payload, failed_ack, payload_size
@@ -29,8 +32,9 @@ from ._exceptions import (
     RateLimited,
 )
 from ._hub import Effect, Hub
+from ._recovery import Recovery
 from ._statistics import Counters
-from ._types import ConversationId
+from ._types import ConversationId, MessageId, UserId
 from .events import (
     ClientRequest,
     JoinConversation,
@@ -38,6 +42,8 @@ from .events import (
     LeaveConversation,
     LeaveReply,
     OkReply,
+    RefreshAuth,
+    RefreshReply,
     Reply,
     TypingStart,
     TypingStop,
@@ -46,6 +52,10 @@ from .events import (
 __all__ = ["Requests"]
 
 logger = logging.getLogger("chatrelay")
+
+# How many (message, user) deliveries are remembered, so that each is reported once:
+# a window far longer than a message takes to reach every tab of its recipients.
+_REPORTED: Final = 16_384
 
 
 class Requests:
@@ -58,7 +68,10 @@ class Requests:
         carry_out: Does what the hub asks (the relay's driver).
         authorize_join: The application's join hook.
         on_delivered: The application's delivery hook, if any.
+        recovery: Joins with catch-up.
+        authenticate: The relay's authentication (for ``auth:refresh``).
         clock: The relay's clock for deadlines.
+        wall_clock: The relay's wall clock (credentials expire at a wall-clock time).
     """
 
     def __init__(
@@ -70,7 +83,10 @@ class Requests:
         carry_out: Callable[[list[Effect]], Awaitable[None]],
         authorize_join: Callable[[Identity, ConversationId], Awaitable[bool]],
         on_delivered: Callable[[Delivery], Awaitable[None]] | None,
+        recovery: Recovery,
+        authenticate: Callable[[Credentials], Awaitable[Identity]],
         clock: Callable[[], float],
+        wall_clock: Callable[[], datetime],
     ) -> None:
         self.config = config
         self._hub = hub
@@ -78,7 +94,12 @@ class Requests:
         self._carry_out = carry_out
         self._authorize_join = authorize_join
         self._on_delivered = on_delivered
+        self._recovery = recovery
+        self._authenticate = authenticate
         self._clock = clock
+        self._wall_clock = wall_clock
+        # The deliveries reported lately, oldest first: (message, user).
+        self._reported: OrderedDict[tuple[MessageId, UserId], None] = OrderedDict()
 
     async def handle(
         self, conn: Connection, event: object, data: object, size: int | None
@@ -103,6 +124,7 @@ class Requests:
                 "request failed: event=%s connection=%s user=%s", name, conn.id, conn.user_id
             )
             return self._fail(conn, InternalError("the server failed", event=name), now)
+        self._counters.requests[_event_label(name), "ok"] += 1
         return codec.encode(reply)
 
     def reject(self, conn: Connection, exc: ProtocolError) -> dict[str, Any]:
@@ -121,6 +143,7 @@ class Requests:
 
     def _fail(self, conn: Connection, exc: ProtocolError, now: float) -> dict[str, Any]:
         self._counters.failed_requests += 1
+        self._counters.requests[_event_label(exc.event), exc.code] += 1
         quiet = False
         if isinstance(exc, RateLimited):
             # One rate_limited error a second at most, so a flood is not answered by one.
@@ -141,16 +164,27 @@ class Requests:
         return failed_ack(exc)
 
     async def _dispatch(self, conn: Connection, request: ClientRequest, now: float) -> Reply:
+        if isinstance(request, RefreshAuth):
+            return await self._refresh(conn, request.token, now)
         conversation = request.conversation_id
         hub = self._hub
         if isinstance(request, JoinConversation):
-            if not hub.rooms.is_in(conn.id, conversation):
+            asked = request.position
+            if hub.rooms.is_in(conn.id, conversation):
+                joined = self._recovery.rejoin(conversation, asked)
+            else:
                 await self._authorize(conn, conversation)
-                await self._carry_out(hub.join(conn.id, conn.user_id, conversation))
+
+                async def enter() -> None:
+                    await self._carry_out(hub.join(conn.id, conn.user_id, conversation))
+
+                joined = await self._recovery.join(conn, conversation, asked, enter)
             return JoinReply(
                 conversation_id=conversation,
                 members=sorted(hub.members(conversation)),
                 typing=sorted(hub.typing_users(conversation)),
+                position=joined.position,
+                recovered=joined.recovered,
             )
         if not hub.rooms.is_in(conn.id, conversation):
             raise NotInConversation(f"join conversation {conversation!r} first")
@@ -166,6 +200,21 @@ class Requests:
             effects = hub.typing_stop(conn.id, conn.user_id, conversation)
         await self._carry_out(effects)
         return OkReply()
+
+    async def _refresh(self, conn: Connection, token: str, now: float) -> RefreshReply:
+        """``auth:refresh``: the same user's new credentials; its expiry starts over.
+
+        A token the authenticator refuses, or one for another user, changes nothing:
+        the request fails (``unauthorized`` / ``forbidden``), the connection stays.
+        """
+        credentials = Credentials(token=token, query={}, headers={}, transport=conn.transport)
+        identity = await self._authenticate(credentials)
+        if identity.user_id != conn.user_id:
+            raise Forbidden("the new credentials are for another user")
+        conn.identity = identity
+        expires_in = _expires_in(identity, self._wall_clock())
+        await self._carry_out(self._hub.refresh(conn.id, expires_in, now))
+        return RefreshReply(expires_in=None if expires_in is None else math.floor(expires_in))
 
     async def _authorize(self, conn: Connection, conversation: ConversationId) -> None:
         """Ask the application's ``authorize_join``; raise unless it allows the join."""
@@ -193,13 +242,17 @@ class Requests:
         ack = item._ack
         if ack is None or conn.user_id == ack.sender_id:
             return  # the sender's own tabs acknowledging is not a delivery
-        if item._acked is None:
-            item._acked = set()
-        if conn.user_id in item._acked:
-            return
-        item._acked.add(conn.user_id)
         if self._on_delivered is None:
             return
+        # Once per user and message, whichever of its tabs acks first, live or
+        # replayed (a replay is a copy of its own for each resuming connection).
+        key = (ack.message_id, conn.user_id)
+        reported = self._reported
+        if key in reported:
+            return
+        reported[key] = None
+        if len(reported) > _REPORTED:
+            reported.popitem(last=False)
         delivery = Delivery(
             user_id=conn.user_id,
             conversation_id=ack.conversation_id,
@@ -215,3 +268,15 @@ class Requests:
             )
         except Exception:
             logger.exception("on_delivered hook failed for %r", delivery)
+
+
+def _event_label(event: str | None) -> str:
+    """A request's event as a metric label: a client event's name, else ``"other"``."""
+    return event if event is not None and event in codec.CLIENT_EVENTS else "other"
+
+
+def _expires_in(identity: Identity, now: datetime) -> float | None:
+    """Seconds until the identity's credentials expire, if they do."""
+    if identity.expires_at is None:
+        return None
+    return (identity.expires_at - now).total_seconds()

@@ -33,6 +33,7 @@ from ._json import (
 from ._public import publish
 from ._types import ConversationId, MessageId, UserId
 from .events import (
+    AuthExpiring,
     ClientRequest,
     ErrorEvent,
     ErrorReply,
@@ -45,8 +46,11 @@ from .events import (
     MessageStatus,
     MessageStatusChanged,
     OkReply,
+    Position,
+    RefreshAuth,
     Reply,
     Sender,
+    ServerDraining,
     ServerEvent,
     SyncRequired,
     TypingIndicator,
@@ -75,6 +79,7 @@ T = TypeVar("T")
 
 CLIENT_EVENTS: Final[Mapping[str, type[ClientRequest]]] = {
     "conversation:join": JoinConversation,
+    "auth:refresh": RefreshAuth,
     "conversation:leave": LeaveConversation,
     "typing:start": TypingStart,
     "typing:stop": TypingStop,
@@ -90,6 +95,8 @@ SERVER_EVENTS: Final[Mapping[str, type[ServerEvent]]] = {
     "user:offline": UserOffline,
     "error": ErrorEvent,
     "sync:required": SyncRequired,
+    "server:draining": ServerDraining,
+    "auth:expiring": AuthExpiring,
 }
 """The server → client event names and the class each one decodes to."""
 
@@ -219,6 +226,19 @@ def make_converter() -> cattrs.Converter:
 
     conv.register_structure_hook_factory(attrs.has, structure_factory)
     conv.register_unstructure_hook_factory(attrs.has, unstructure_factory)
+
+    # A position a client sends back: a real offset and epoch, or an invalid payload.
+    structure_position = conv.get_structure_hook(Position)
+
+    def checked_position(value: object, cls: type[Position]) -> Position:
+        position: Position = structure_position(value, cls)
+        if position.offset < 0:
+            raise ValueError(f"offset must be >= 0, got {position.offset}")
+        if not position.epoch:
+            raise ValueError("epoch must not be empty")
+        return position
+
+    conv.register_structure_hook(Position, checked_position)
 
     # A message carries the application's further fields next to the known ones.
     known = {_camel(f.name) for f in attrs.fields(Message) if f.name != "extra"}

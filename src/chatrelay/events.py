@@ -21,13 +21,14 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import attrs
 
 from ._types import ConversationId, MessageId, UserId
 
 __all__ = [
+    "AuthExpiring",
     "ClientRequest",
     "ErrorEvent",
     "ErrorReply",
@@ -40,8 +41,12 @@ __all__ = [
     "MessageStatus",
     "MessageStatusChanged",
     "OkReply",
+    "Position",
+    "RefreshAuth",
+    "RefreshReply",
     "Reply",
     "Sender",
+    "ServerDraining",
     "ServerEvent",
     "SyncRequired",
     "TypingIndicator",
@@ -107,6 +112,41 @@ def is_forward(current: MessageStatus, new: MessageStatus) -> bool:
     return new > current
 
 
+_STATUS_BY_TEXT: Final = {status.value: status for status in MessageStatus}
+
+
+def _coerce_status(status: MessageStatus | str) -> MessageStatus:
+    if type(status) is str:
+        found = _STATUS_BY_TEXT.get(status)
+        if found is not None:
+            return found
+    if isinstance(status, MessageStatus):
+        return status
+    try:
+        return MessageStatus(status)
+    except ValueError:
+        allowed = ", ".join(s.value for s in MessageStatus)
+        raise ValueError(f"unknown message status {status!r}; expected one of {allowed}") from None
+
+
+@attrs.frozen
+class Position:
+    """Where a room event stands in its conversation: ``{offset, epoch}`` on the wire.
+
+    The offset grows by exactly 1 per room event (``message:received``,
+    ``message:status``) of the conversation, whichever server emitted it; the epoch
+    changes only when the conversation's history was lost, so offsets compare only
+    within one epoch. (The codec refuses a client's negative offset or empty epoch.)
+
+    Attributes:
+        offset: The event's number in its conversation (0 before the first).
+        epoch: The history it belongs to.
+    """
+
+    offset: int
+    epoch: str
+
+
 # --- client → server -------------------------------------------------------------
 
 
@@ -118,10 +158,14 @@ class JoinConversation:
         conversation_id: The conversation to join.
         since: Accepted for compatibility; chatrelay stores no messages, so the
             application resynchronizes a client over its own API.
+        position: The position of the last room event the client got; the events
+            after it are delivered before the ack (``recovered: true``), or none is
+            (``recovered: false``).
     """
 
     conversation_id: ConversationId
     since: datetime | None = None
+    position: Position | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -161,7 +205,18 @@ class TypingStop:
     is_typing: Literal[False] | None = None
 
 
-ClientRequest = JoinConversation | LeaveConversation | TypingStart | TypingStop
+@attrs.frozen(kw_only=True)
+class RefreshAuth:
+    """``auth:refresh``: new credentials for the same user, before the old ones expire.
+
+    Attributes:
+        token: The new token (say, a JWT from the application's login endpoint).
+    """
+
+    token: str
+
+
+ClientRequest = JoinConversation | LeaveConversation | TypingStart | TypingStop | RefreshAuth
 """Any request a client can send."""
 
 
@@ -205,11 +260,15 @@ class Sender:
 
 @attrs.frozen(kw_only=True)
 class MessageReceived:
-    """``message:received``: a message was stored in a conversation."""
+    """``message:received``: a message was stored in a conversation.
+
+    ``position`` is set by the relay when it sends the event (history on).
+    """
 
     conversation_id: ConversationId
     message: Message
     sender: Sender
+    position: Position | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -221,6 +280,7 @@ class MessageStatusChanged:
     status: MessageStatus
     user_id: UserId
     updated_at: datetime
+    position: Position | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -286,6 +346,32 @@ class SyncRequired:
     conversation_id: ConversationId
 
 
+@attrs.frozen(kw_only=True)
+class AuthExpiring:
+    """``auth:expiring``: the connection's credentials expire in ``expires_in`` seconds.
+
+    Sent about `RelayConfig.token_warning` seconds before; the client answers with
+    ``auth:refresh {token}``, or is closed with ``token_expired`` after the expiry
+    plus `RelayConfig.token_grace`.
+    """
+
+    expires_in: int
+
+
+@attrs.frozen(kw_only=True)
+class ServerDraining:
+    """``server:draining``: this server is going away; its connection closes soon.
+
+    Sent to each connection of a draining relay (`Relay.drain`), which then closes
+    it at about ``reconnect_after_ms`` from now: the connections of a server close
+    spread over its drain window, so that they come back to the others gradually.
+    A client may reconnect then (to another server; this one refuses new
+    connections), or simply when the close comes.
+    """
+
+    reconnect_after_ms: int
+
+
 ServerEvent = (
     MessageReceived
     | MessageStatusChanged
@@ -294,6 +380,8 @@ ServerEvent = (
     | UserOffline
     | ErrorEvent
     | SyncRequired
+    | ServerDraining
+    | AuthExpiring
 )
 """Any event the server sends on its own."""
 
@@ -309,6 +397,8 @@ class JoinReply:
     conversation_id: ConversationId
     members: list[UserId]
     typing: list[UserId]
+    position: Position | None = None
+    recovered: bool | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -327,6 +417,14 @@ class OkReply:
 
 
 @attrs.frozen(kw_only=True)
+class RefreshReply:
+    """The ack of ``auth:refresh``: the new credentials' lifetime, in seconds, if any."""
+
+    ok: Literal[True] = True
+    expires_in: int | None = None
+
+
+@attrs.frozen(kw_only=True)
 class ErrorReply:
     """The ack of a request that failed: ``{ok: false, error: {...}}``."""
 
@@ -334,5 +432,5 @@ class ErrorReply:
     error: ErrorEvent
 
 
-Reply = JoinReply | LeaveReply | OkReply | ErrorReply
+Reply = JoinReply | LeaveReply | OkReply | RefreshReply | ErrorReply
 """Any ack the server sends."""

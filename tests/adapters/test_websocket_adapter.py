@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from unittest.mock import ANY
 
 import anyio
 import anyio.lowlevel
@@ -105,7 +106,13 @@ def test_serve_from_an_endpoint_of_the_app(backend: str, relay: Relay) -> None:
 def test_development_mode_takes_the_user_from_the_query(client: TestClient) -> None:
     with client.websocket_connect("/ws?userId=alice") as alice:
         ack = join(alice)
-        assert ack == {"ok": True, "conversationId": "c1", "members": ["alice"], "typing": []}
+        assert ack == {
+            "ok": True,
+            "conversationId": "c1",
+            "members": ["alice"],
+            "typing": [],
+            "position": {"offset": 0, "epoch": ANY},
+        }
 
 
 @pytest.mark.parametrize(

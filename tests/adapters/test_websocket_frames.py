@@ -125,7 +125,8 @@ def test_event_frame_splices_the_ack_id_into_the_shared_frame(
 ) -> None:
     item = Outbound(event, data)
     shared = event_frame(item)
-    assert shared is item.frame()
+    assert shared is event_frame(item)  # built once, then shared by every recipient
+    assert json.loads(shared) == {"event": event, "data": json.loads(item.json)}
     with_id = json.loads(event_frame(item, str(number)))
     assert with_id == {"event": event, "id": str(number), "data": json.loads(item.json)}
     assert list(with_id) == ["event", "id", "data"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest.mock import ANY
 
 import anyio
 import pytest
@@ -335,6 +336,7 @@ async def test_a_late_node_learns_the_state_of_the_cluster() -> None:
                     "conversationId": "c1",
                     "members": ["alice", "bob"],
                     "typing": ["alice"],
+                    "position": {"offset": 0, "epoch": ANY},
                 }
                 await eventually(lambda: a.members("c1") == {"alice", "bob"})
                 online = await alice.receive("user:online", timeout=WAIT)

@@ -12,7 +12,7 @@ import pytest
 
 from chatrelay import NodeId, Relay, RelayConfig, codec
 from chatrelay._cluster import ClusterView
-from chatrelay.abc import BackplaneGap, BackplaneHealth, BackplaneStatistics
+from chatrelay.abc import BackplaneEvent, BackplaneGap, BackplaneHealth, BackplaneStatistics
 from chatrelay.backplanes import MemoryBackplane, MemoryBus, decode_envelope
 from chatrelay.events import SyncRequired
 from chatrelay.testing import MemoryTransport
@@ -80,6 +80,8 @@ async def test_a_gap_in_a_room_tells_its_clients_to_resync() -> None:
         joined(a, "alice") as alice,
         joined(a, "bob", "c2") as bob,
     ):
+        # Its own entries, read back, lost: its clients had them from it directly.
+        mine.inject(BackplaneGap(topic="chatrelay:room:c1", node=a.node_id, lost=3))
         mine.inject(BackplaneGap(topic="chatrelay:room:c1", node=NodeId("n"), lost=3))
         event = await alice.receive("sync:required", timeout=WAIT)
         assert event.data == {"conversationId": "c1"}
@@ -140,3 +142,33 @@ async def test_a_node_heard_once_and_then_silent_is_found_dead() -> None:
         await eventually(lambda: a.is_online("carol"))
         theirs.silent = True
         await eventually(lambda: not a.is_online("carol"), within=CONFIG.node_timeout * 4)
+
+
+class Deafening(MemoryBackplane):
+    """A memory backplane that can stop delivering while saying it is connected."""
+
+    deaf = False
+
+    def _deliver(self, message: BackplaneEvent) -> None:
+        if not self.deaf:
+            super()._deliver(message)
+
+
+async def test_a_deaf_backplane_is_found_and_reported_unhealthy() -> None:
+    bus = MemoryBus()
+    mine = Deafening(bus)
+    async with (
+        Relay(config=CONFIG, backplane=mine) as a,
+        Relay(config=CONFIG, backplane=MemoryBackplane(bus)) as b,
+    ):
+        await eventually(lambda: a.statistics().nodes == 1)
+        assert a.statistics().healthy
+        mine.deaf = True  # its subscription is alive; nothing comes any more
+        await eventually(lambda: a.statistics().deaf, within=WAIT)
+        statistics = a.statistics()
+        assert not statistics.healthy
+        assert statistics.backplane.healthy  # what the backplane itself still says
+        assert b.statistics().healthy
+        assert not b.statistics().deaf
+        mine.deaf = False
+        await eventually(lambda: a.statistics().healthy, within=WAIT)

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack
+from unittest.mock import ANY
 
 import anyio
 import httpx
 import pytest
 
 from chatrelay import __version__
+from demo_support import demo_process, free_port, wait_healthy
 from redis_support import redis_server
 from ws_support import ws_client
 
@@ -37,43 +36,6 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@contextmanager
-def demo_process(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "chatrelay", "demo", "--port", str(port), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        yield process, f"127.0.0.1:{port}"
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate(timeout=10)
-
-
-async def wait_healthy(address: str) -> None:
-    async with httpx.AsyncClient(timeout=1) as client:
-        with anyio.fail_after(20):
-            while True:
-                try:
-                    if (await client.get(f"http://{address}/healthz")).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                await anyio.sleep(0.05)  # polling a process that is starting up
-
-
 def test_help_documents_every_option() -> None:
     result = run("demo", "--help")
     assert result.returncode == 0
@@ -84,6 +46,7 @@ def test_help_documents_every_option() -> None:
         "--jwt-secret",
         "--allowed-origins",
         "--redis-url",
+        "--drain-window",
         "--log-level",
     ):
         assert option in result.stdout
@@ -99,6 +62,7 @@ def test_help_documents_every_option() -> None:
         (("demo", "--auth", "jwt", "--jwt-secret", "short"), "too weak for HS256"),
         (("demo", "--allowed-origins", "example.com"), "origin"),
         (("demo", "--log-level", "loud"), "invalid choice: 'loud'"),
+        (("demo", "--drain-window", "-1"), "--drain-window must be 0 or more"),
         (("demo", "--redis-url", "http://127.0.0.1:6379/0"), "--redis-url: invalid Redis URL"),
         (("demo", "--redis-url", "redis://:pw@127.0.0.1:x/0"), "redis://:***@127.0.0.1:x/0"),
         (("demo", "--redis-url", "redis://127.0.0.1:6379/zero"), "database must be a number"),
@@ -128,7 +92,8 @@ def test_version() -> None:
 
 
 async def test_sigint_shuts_down_cleanly_and_closes_clients_normally() -> None:
-    with demo_process() as (process, address):
+    with demo_process("--drain-window", "0.2") as demo:
+        process, address = demo.process, demo.address
         await wait_healthy(address)
         async with ws_client(f"ws://{address}/ws?userId=alice") as alice:
             reply = await alice.request("conversation:join", {"conversationId": "c1"})
@@ -138,16 +103,54 @@ async def test_sigint_shuts_down_cleanly_and_closes_clients_normally() -> None:
         # uvicorn closes WebSockets with 1012 (service restart) as it shuts down:
         # a normal close, after which clients reconnect, not an abnormal 1006.
         assert code in (1001, 1012), (code, reason)
-        stdout, stderr = process.communicate(timeout=20)
+        stdout, stderr = demo.finish()
         assert process.returncode == 0, stderr
         assert "Traceback" not in stderr
         assert "Application shutdown complete" in stderr
         assert f"http://{address}/?user=alice" in stdout
 
 
+async def test_sigterm_drains_the_connections_before_stopping() -> None:
+    window = 1.5
+    with demo_process("--drain-window", str(window)) as demo:
+        process, address = demo.process, demo.address
+        await wait_healthy(address)
+        async with AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(ws_client(f"ws://{address}/ws?userId=u{n}"))
+                for n in range(5)
+            ]
+            stopped_at = anyio.current_time()
+            process.send_signal(signal.SIGTERM)
+            slots = [
+                (await c.receive("server:draining"))["data"]["reconnectAfterMs"] for c in clients
+            ]
+            async with httpx.AsyncClient(timeout=2) as http:
+                health = await http.get(f"http://{address}/healthz")
+                live = await http.get(f"http://{address}/livez")
+            assert health.status_code == 503
+            assert health.json()["status"] == "draining"
+            assert live.status_code == 200  # draining, not dead: no restart wanted
+            closes = [await c.closed() for c in clients]
+        assert sorted(slots) == slots
+        assert max(slots) <= window * 1000
+        assert len(set(slots)) == len(slots)  # spread over the window
+        assert closes == [(1012, "server_restart")] * len(clients)
+        with anyio.fail_after(window + 10):
+            while process.poll() is None:  # noqa: ASYNC110 (a process signals nothing)
+                await anyio.sleep(0.05)
+        assert anyio.current_time() - stopped_at <= window + 2
+        _, stderr = demo.finish()
+        # uvicorn raises the signal again once it has shut down: the exit says why.
+        assert process.returncode == -signal.SIGTERM, stderr
+        assert "Traceback" not in stderr
+        assert "draining 5 connections over 1.5 s" in stderr
+
+
 async def test_jwt_mode_refuses_query_identity_and_accepts_tokens() -> None:
     secret = "a demo secret that is long enough for HS256"
-    with demo_process("--auth", "jwt", "--jwt-secret", secret) as (process, address):
+    with demo_process("--auth", "jwt", "--jwt-secret", secret) as demo:
+        process, address = demo.process, demo.address
         await wait_healthy(address)
         async with httpx.AsyncClient(base_url=f"http://{address}", timeout=5) as api:
             assert (await api.get("/api/config")).json() == {"auth": "jwt"}
@@ -159,9 +162,15 @@ async def test_jwt_mode_refuses_query_identity_and_accepts_tokens() -> None:
             assert code == 1008
         async with ws_client(f"ws://{address}/ws?token={token}&userId=alice") as bob:
             reply = await bob.request("conversation:join", {"conversationId": "c1"})
-            assert reply == {"ok": True, "conversationId": "c1", "members": ["bob"], "typing": []}
+            assert reply == {
+                "ok": True,
+                "conversationId": "c1",
+                "members": ["bob"],
+                "typing": [],
+                "position": {"offset": 0, "epoch": ANY},
+            }
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=20)
+        _, stderr = demo.finish()
         assert process.returncode == 0
         assert token not in stderr
         assert json.dumps(token) not in stderr
@@ -171,9 +180,10 @@ async def test_two_demo_servers_on_one_redis_serve_one_chat() -> None:
     message = {"senderId": "bob", "type": "text", "content": {"text": "Hi from B"}}
     with (
         redis_server() as redis,
-        demo_process("--redis-url", redis.url) as (node_a, address_a),
-        demo_process("--redis-url", redis.url) as (node_b, address_b),
+        demo_process("--redis-url", redis.url) as node_a,
+        demo_process("--redis-url", redis.url) as node_b,
     ):
+        address_a, address_b = node_a.address, node_b.address
         await wait_healthy(address_a)
         await wait_healthy(address_b)
         async with (
@@ -196,9 +206,9 @@ async def test_two_demo_servers_on_one_redis_serve_one_chat() -> None:
             health = (await api.get(f"http://{address_b}/healthz")).json()
             assert (health["status"], health["backplane"]["kind"]) == ("ok", "redis")
         for node in (node_a, node_b):
-            node.send_signal(signal.SIGINT)
+            node.process.send_signal(signal.SIGINT)
         for node in (node_a, node_b):
-            _, stderr = node.communicate(timeout=20)
-            assert node.returncode == 0, stderr
+            _, stderr = node.finish()
+            assert node.process.returncode == 0, stderr
             assert "Traceback" not in stderr
             assert "Application shutdown complete" in stderr

@@ -152,3 +152,30 @@ async def test_refused_socketio_connect_without_user(demo_url: str) -> None:
         async with connect("python", demo_url):
             pass
     assert refused.value.data["code"] == "unauthorized"
+
+
+async def test_the_demo_serves_prometheus_metrics(demo_url: str) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async def connections(http: httpx.AsyncClient) -> dict[str, float]:
+        response = await http.get(f"{demo_url}/metrics")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+        families = {f.name: f for f in text_string_to_metric_families(response.text)}
+        return {s.labels["transport"]: s.value for s in families["chatrelay_connections"].samples}
+
+    async with httpx.AsyncClient(timeout=5) as http:
+        assert await connections(http) == {}
+        async with (
+            ws_client(ws_url(demo_url, "alice")),
+            connect("python", demo_url, user="bob"),
+        ):
+            assert await connections(http) == {"websocket": 1, "socketio": 1}
+
+
+async def test_liveness_and_readiness_are_two_endpoints(demo_url: str) -> None:
+    async with httpx.AsyncClient(timeout=5) as http:
+        live = await http.get(f"{demo_url}/livez")
+        ready = await http.get(f"{demo_url}/readyz")
+    assert (live.status_code, live.json()["status"]) == (200, "alive")
+    assert (ready.status_code, ready.json()["status"]) == (200, "ok")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, WebSocket, async_playwright, expect
 
 from chatrelay import RelayConfig
 from chatrelay.demo import create_app
@@ -127,3 +127,47 @@ async def test_the_browser_negotiates_the_websocket_subprotocol(browser: Browser
             with anyio.fail_after(WAIT_MS / 1000):
                 seen = await page.evaluate(_HANDSHAKE, [ws_url, offered])
             assert seen == expected, offered
+
+
+async def test_the_page_refreshes_its_token_when_told(browser: Browser) -> None:
+    # Tokens of /api/login last 4 s; the relay warns 3 s before the expiry and closes
+    # 1 s after it. The page refreshes in band each time it is warned: one WebSocket,
+    # never closed, well past the first token's expiry and grace.
+    lifetime, grace = 4, 1.0
+    demo = create_app(
+        auth="jwt",
+        jwt_secret="a demo secret that is long enough for HS256",
+        token_lifetime=lifetime,
+        config=RelayConfig(token_warning=3.0, token_grace=grace),
+    )
+    async with serve_app(demo.asgi, lifespan=True) as url:
+        context = await browser.new_context(viewport={"width": 1000, "height": 600})
+        page = await context.new_page()
+        sockets: list[WebSocket] = []
+        sent: list[str] = []
+        received: list[str] = []
+        refreshed = anyio.Event()
+
+        def on_sent(payload: str | bytes) -> None:
+            sent.append(str(payload))
+            if '"auth:refresh"' in sent[-1]:
+                refreshed.set()
+
+        def opened(ws: WebSocket) -> None:
+            sockets.append(ws)
+            ws.on("framesent", on_sent)
+            ws.on("framereceived", lambda payload: received.append(str(payload)))
+
+        page.on("websocket", opened)
+        await page.goto(f"{url}/?user=alice")
+        connection = page.get_by_test_id("connection")
+        await expect(connection).to_have_text("connected", timeout=WAIT_MS)
+        started = anyio.current_time()
+        with anyio.fail_after(WAIT_MS / 1000):
+            await refreshed.wait()
+        await anyio.sleep_until(started + lifetime + grace + 1)
+        assert len(sockets) == 1
+        assert not sockets[0].is_closed()
+        assert not any("token_expired" in frame for frame in received)
+        assert any('"expiresIn"' in frame and '"ok":true' in frame for frame in received)
+        await expect(connection).to_have_text("connected")

@@ -57,3 +57,29 @@ def test_the_example_test_suite_passes() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
+
+
+def test_the_rolling_deploy_example_drains_through_its_pre_stop_endpoint() -> None:
+    from starlette.testclient import TestClient
+
+    namespace = runpy.run_path(str(EXAMPLES / "rolling_deploy.py"))
+    with TestClient(namespace["app"]) as client:
+        assert client.get("/healthz").status_code == 200
+        sockets = [client.websocket_connect(f"/ws?userId=u{n}") for n in range(3)]
+        sessions = [socket.__enter__() for socket in sockets]
+        try:
+            assert client.post("/internal/drain?window=0.3").json() == {"status": "drained"}
+            health = client.get("/healthz")
+            assert (health.status_code, health.json()) == (503, {"status": "draining"})
+            for session in sessions:
+                frames = []
+                for _ in range(10):  # presence events, then the drain's, then the close
+                    message = session.receive()
+                    if message["type"] == "websocket.close":
+                        break
+                    frames.append(message["text"])
+                assert any('"event":"server:draining"' in f for f in frames), frames
+                assert (message["code"], message.get("reason")) == (1012, "server_restart")
+        finally:
+            for socket in sockets:
+                socket.__exit__(None, None, None)

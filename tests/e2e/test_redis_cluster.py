@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Callable, Iterator
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 
 import anyio
@@ -141,22 +142,23 @@ async def test_tabs_on_two_nodes_are_online_once_and_offline_once(
 async def test_sigterm_takes_users_offline_after_the_grace_period(
     shared_server: RedisServer,
 ) -> None:
-    async with cluster(shared_server.url, new_prefix(), 3) as (a, b, c):
+    # The nodes here would need 30 s to find a crashed peer; carol going offline
+    # within 10 s can only come from c saying goodbye, whatever the machine's load.
+    crash_bound = 30.0
+    options = ("--node-timeout", str(crash_bound))
+    async with cluster(shared_server.url, new_prefix(), 3, *options) as (a, b, c):
         await a.connect("observer", "olga")
         await b.connect("observer", "oscar")
         await c.connect("carol", "carol")
         await a.wait_for(lambda: bool(events(a, "observer", "user:online", "carol")), what="on")
-        start = anyio.current_time()
         c.signal(signal.SIGTERM)
         assert await c.wait_exit() == 0
         for node in (a, b):
             await node.wait_for(
                 saw(node, "observer", "user:offline", "carol"),
-                within=GRACE + 2,
-                what="carol offline after SIGTERM",
+                within=GRACE + 10,
+                what="carol offline after SIGTERM, before any crash could be found",
             )
-        took = anyio.current_time() - start
-        assert took < NODE_TIMEOUT, f"graceful shutdown took {took:.2f} s, like a crash"
         assert c.node_id not in await a.request("nodes")
 
 
@@ -205,7 +207,11 @@ async def test_redis_outage_loses_and_duplicates_nothing(
     rate = 50  # messages a second, from node B, during the whole test
     before, after = 1.0, 1.0
     count = int((before + outage + after) * rate)
-    async with cluster(own_server.url, new_prefix(), 3) as (a, b, c):
+    # After Redis returns, each node hears the others again within a heartbeat or two;
+    # on a loaded CI machine that took more than this module's 1 s node timeout, and a
+    # node taken for dead makes its users flap offline. 3 s is still half the default
+    # (6 s): what is tested is the outage, not the machine's speed.
+    async with cluster(own_server.url, new_prefix(), 3, "--node-timeout", "3.0") as (a, b, c):
         await a.connect("alice", "alice", "c1")
         await c.connect("carol", "carol", "c1")
         await b.connect("bob", "bob", "c1")
@@ -280,3 +286,36 @@ async def test_websocket_clients_on_two_nodes_share_a_conversation(
             ids = [f["data"]["message"]["id"] for f in client.received if "message" in f["data"]]
             assert ids == ["m1", "m2"]
         assert a.node_id != c.node_id
+
+
+async def test_an_emitters_disconnect_user_closes_the_users_tabs_everywhere_within_1s(
+    shared_server: RedisServer,
+) -> None:
+    # A worker (a write-only Emitter) blocks an account: alice's WebSocket tabs on
+    # three server processes are closed within 1 s, told why; bob's stay.
+    url, prefix = shared_server.url, new_prefix()
+    ports = [free_port() for _ in range(3)]
+    async with AsyncExitStack() as stack:
+        for port in ports:
+            await stack.enter_async_context(cluster_node(url, prefix, "--ws-port", str(port)))
+        alices = [
+            await stack.enter_async_context(ws_client(f"ws://127.0.0.1:{port}/ws?userId=alice"))
+            for port in ports
+        ]
+        bobs = [
+            await stack.enter_async_context(ws_client(f"ws://127.0.0.1:{port}/ws?userId=bob"))
+            for port in ports
+        ]
+        for client in (*alices, *bobs):  # each connection is serving by now
+            assert (await client.request("conversation:join", {"conversationId": "c1"}))["ok"]
+        emitter = await stack.enter_async_context(
+            Emitter(RedisBackplane(url, prefix=prefix), config=CONFIG)
+        )
+        started = anyio.current_time()
+        await emitter.disconnect_user("alice", "account_blocked")
+        with anyio.fail_after(1):
+            closes = [await alice.closed() for alice in alices]
+        assert anyio.current_time() - started <= 1
+        assert closes == [(1000, "account_blocked")] * 3  # an application's own reason
+        for bob in bobs:
+            assert (await bob.request("typing:start", {"conversationId": "c1"}))["ok"]

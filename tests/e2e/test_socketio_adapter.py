@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import aiohttp
 import anyio
@@ -124,7 +125,13 @@ class Deliveries:
 async def test_development_auth_takes_the_user_from_the_query(kind: ClientKind) -> None:
     async with serving() as served, connect(kind, served.url, user="alice") as alice:
         reply = await alice.request("conversation:join", {"conversationId": "c1"})
-        assert reply == {"ok": True, "conversationId": "c1", "members": ["alice"], "typing": []}
+        assert reply == {
+            "ok": True,
+            "conversationId": "c1",
+            "members": ["alice"],
+            "typing": [],
+            "position": {"offset": 0, "epoch": ANY},
+        }
         assert served.relay.online_users() == {"alice"}
 
 
@@ -237,6 +244,7 @@ async def test_join_and_leave_are_acknowledged(kind: ClientKind) -> None:
             "conversationId": "c1",
             "members": ["alice", "bob"],
             "typing": ["bob"],
+            "position": {"offset": 0, "epoch": ANY},
         }
         left = await alice.request("conversation:leave", {"conversationId": "c1"})
         assert left == {"ok": True, "conversationId": "c1"}

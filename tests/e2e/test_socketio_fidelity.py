@@ -20,7 +20,15 @@ from chatrelay import Delivery, Limits, MessageStatus, Relay, RelayConfig
 from chatrelay.adapters.starlette import WebSocketAdapter
 from raw_ws_support import StalledClient
 from relay_helpers import message
-from socketio_support import Client, ClientKind, JsClient, Served, connect, serving
+from socketio_support import (
+    RECONNECTION_DELAY_MAX,
+    Client,
+    ClientKind,
+    JsClient,
+    Served,
+    connect,
+    serving,
+)
 from waiting import eventually
 from ws_support import make_app
 from ws_support import serving as serving_websocket
@@ -107,14 +115,16 @@ async def test_a_burst_the_server_makes_never_cuts_a_reading_client(
     # 10,000 messages at once: about what the backplane replays after a Redis outage of
     # 10 s at 1,000 messages a second. A client that reads gets them all, in order.
     count = 10_000
+    # Under coverage on a busy machine, python-socketio's client (in this process) can
+    # fall more than the heartbeats' 20 s behind; what is tested is the relay's rule.
     async with (
-        serving() as served,
+        serving(keepalive=300) as served,
         connect(kind, served.url, user="bob", transports=TRANSPORTS[transport]) as bob,
     ):
         await joined(bob)
         for n in range(count):
             await served.relay.message_received(message(f"m{n}", sender="carol"))
-        with anyio.fail_after(60):
+        with anyio.fail_after(120):
             while len(bob.events("message:received")) < count:
                 assert bob.disconnect_reason is None, bob.disconnect_reason
                 await bob.receive("message:received")
@@ -175,6 +185,9 @@ async def test_a_closed_slow_consumer_is_told_why_and_reconnects_by_itself(
         assert error["code"] == "slow_consumer"
         assert error["status"] == 503
         await eventually(lambda: bob.connects == 2, within=10)
+        # By itself and soon: within its reconnectionDelayMax + 1 s (the client's clock).
+        [closed] = bob.times["disconnect"]
+        assert bob.times["connect"][1] - closed <= RECONNECTION_DELAY_MAX + 1
         assert served.relay.statistics().slow_consumers == 1
         await joined(bob)  # the new connection works
 
@@ -243,3 +256,46 @@ async def test_an_ack_never_overtakes_events_a_paused_reader_owes(binding: str) 
         await client.run(lambda: before.append(read_past(client, leave[1], b'"message:received"')))
         assert before == [count]
         assert relay.statistics().slow_consumers == 0
+
+
+@pytest.mark.parametrize("transport", ["polling", "default"])
+async def test_a_disconnected_user_is_told_why_and_reconnects_by_itself(transport: str) -> None:
+    async with serving() as served, open_js(served, "bob", transport, reconnection=True) as bob:
+        assert isinstance(bob, JsClient)
+        await joined(bob)
+        await served.relay.disconnect_user("bob")
+        await eventually(lambda: bool(bob.events("error")), within=10)
+        [error] = bob.events("error")
+        assert (error["status"], error["code"]) == (401, "disconnected")
+        # The development authenticator lets it back in: it reconnects by itself.
+        await eventually(lambda: bob.connects == 2, within=10)
+        await joined(bob)
+
+
+@pytest.mark.parametrize("transport", ["polling", "default"])
+async def test_a_drained_client_is_told_why_and_keeps_trying_to_reconnect(transport: str) -> None:
+    async with serving() as served, open_js(served, "bob", transport, reconnection=True) as bob:
+        assert isinstance(bob, JsClient)
+        await joined(bob)
+        await served.relay.drain(0.1)
+        if transport != "polling":
+            # Over long-polling, socket.io-client acts on engine.io's CLOSE before it
+            # hands over the events of the same response, and keeps them for after it
+            # reconnects: here, to a server that refuses it, so never.
+            await eventually(lambda: bool(bob.events("error")), within=10)
+            [error] = bob.events("error")
+            assert (error["status"], error["code"]) == (503, "server_restart")
+            [told] = bob.events("server:draining")
+            assert told["reconnectAfterMs"] == 100  # its slot: the whole window, alone
+
+        # Its reconnection attempts meet HTTP 503 (a transport error, retried with
+        # backoff), not a Socket.IO connect error, after which it would give up.
+        def attempts() -> int:
+            return sum(1 for kind, _ in bob.log if kind == "connect_error")
+
+        await eventually(lambda: attempts() >= 2, within=15)
+        # The first attempt within its reconnectionDelayMax + 1 s (the client's clock).
+        [closed] = bob.times["disconnect"]
+        assert bob.times["connect_error"][0] - closed <= RECONNECTION_DELAY_MAX + 1
+        assert bob.disconnect_reason != "io server disconnect"
+        assert bob.connects == 1

@@ -312,20 +312,28 @@ async def test_3000_bad_requests_get_coalesced_errors_and_log_a_few_lines(
         async with serving() as served, with_bystander(served) as bob:
             async with raw_socket(served.url, user="alice") as alice:
                 await alice.join("alice")
+                started = anyio.current_time()
                 with anyio.fail_after(TIMEOUT * 3):
                     for _ in range(3000):
                         await alice.send(f'{EVENT}["x",1]')
                 # The connection stays; its next request is answered after the errors.
                 await alice.send(f'{EVENT}1["conversation:join",{{"conversationId":"c1"}}]')
                 errors, ack = await answer_all(alice, 1)
+                elapsed = anyio.current_time() - started
                 assert ack["ok"] is False  # rate-limited: the flood used the tokens up
-                # The burst's 20 unknown_event errors, then one rate_limited a second.
-                assert 20 < len(errors) <= 30
+                # The burst's 20 unknown_event errors, one more for each token refilled
+                # (10 a second) while the flood lasted, and one rate_limited a second:
+                # a few dozen errors for 3,000 requests, however slow the machine is.
+                limits = Limits()
+                most = limits.burst + (limits.rate + 1 / limits.rate_error_interval) * elapsed + 1
+                assert limits.burst < len(errors) <= most, (len(errors), elapsed)
                 assert {e["code"] for e in errors} == {"unknown_event", "rate_limited"}
             await bystander_unaffected(bob)
     assert tracebacks(caplog) == []
-    assert len(server_records(caplog)) < 40, [r.getMessage() for r in server_records(caplog)]
-    assert log_size(caplog) < 15_000
+    # A line per error event and a few more (the development-mode warnings), not 3,000.
+    records = server_records(caplog)
+    assert len(records) <= most + 5, [r.getMessage() for r in records]
+    assert log_size(caplog) < 300 * (most + 5)
 
 
 def test_the_libraries_errors_are_logged_once_then_coalesced(

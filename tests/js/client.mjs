@@ -4,7 +4,8 @@
 //                     "transports": [...], "autoAck": true, "reconnection": false,
 //                     "timeout": 30000}'
 //
-// Prints, one JSON object a line, each with "n", its place in the order of arrival:
+// Prints, one JSON object a line, each with "n", its place in the order of arrival, and
+// "t", when it happened (the client's clock, ms since the epoch):
 //   {"type": "connect", "id": ..., "transport": ...}  connected to the namespace (again,
 //                                                  after a reconnection)
 //   {"type": "upgrade", "transport": ...}          engine.io upgraded its transport
@@ -26,7 +27,7 @@ import { io } from "socket.io-client";
 const config = JSON.parse(process.argv[2]);
 let arrival = 0;
 const print = (message) =>
-  process.stdout.write(JSON.stringify({ ...message, n: ++arrival }) + "\n");
+  process.stdout.write(JSON.stringify({ ...message, n: ++arrival, t: Date.now() }) + "\n");
 
 const socket = io(config.url, {
   auth: config.auth ?? {},
@@ -34,7 +35,7 @@ const socket = io(config.url, {
   transports: config.transports ?? ["polling", "websocket"],
   reconnection: config.reconnection ?? false,
   reconnectionDelay: 100,
-  reconnectionDelayMax: 500,
+  reconnectionDelayMax: config.reconnectionDelayMax ?? 500,
   forceNew: true,
   timeout: 5000,
 });

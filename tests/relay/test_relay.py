@@ -6,6 +6,7 @@ import logging
 from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
+from unittest.mock import ANY
 
 import anyio
 import pytest
@@ -236,6 +237,7 @@ async def test_join_ack_lists_members_and_typing_users() -> None:
                 "conversationId": "c1",
                 "members": ["alice"],
                 "typing": [],
+                "position": {"offset": 0, "epoch": ANY},
             }
             await alice.request("typing:start", {"conversationId": "c1"})
             reply = await bob.request(
@@ -247,6 +249,7 @@ async def test_join_ack_lists_members_and_typing_users() -> None:
                 "conversationId": "c1",
                 "members": ["alice", "bob"],
                 "typing": ["alice"],
+                "position": {"offset": 0, "epoch": ANY},
             }
             assert relay.members("c1") == {"alice", "bob"}
             assert relay.typing_users("c1") == {"alice"}
@@ -547,6 +550,7 @@ async def test_message_received_reaches_member_tabs_not_the_excluded_one() -> No
                     "createdAt": "2026-01-02T03:04:05.000Z",
                 },
                 "sender": {"id": "alice", "name": "Alice"},
+                "position": {"offset": 1, "epoch": ANY},
             }
             for client in (a2, bob):
                 [event] = await settle(client, presence=False)
@@ -586,6 +590,7 @@ async def test_message_status_forward_transitions() -> None:
                 "status": "delivered",
                 "userId": "bob",
                 "updatedAt": "2026-01-02T03:04:06.500Z",
+                "position": {"offset": 1, "epoch": ANY},
             }
             assert not events[0].wants_ack
             codec.decode_server_event("message:status", events[2].data)  # a timestamp of now

@@ -40,7 +40,7 @@ def test_only_the_base_writes_aexit() -> None:
         for cls in _all_classes()
         if "__aexit__" in vars(cls) or "__aenter__" in vars(cls)
     )
-    assert written == ["chatrelay._relay._Connected", "chatrelay._resource.AsyncResource"]
+    assert written == ["chatrelay._connection.Connected", "chatrelay._resource.AsyncResource"]
 
 
 @pytest.mark.parametrize("cls", [Relay, Emitter, Backplane, DemoStore])

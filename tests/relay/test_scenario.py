@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 
@@ -78,6 +79,7 @@ async def test_a_conversation_from_first_connect_to_last_disconnect() -> None:
                 "conversationId": "c1",
                 "members": ["alice"],
                 "typing": [],
+                "position": {"offset": 0, "epoch": ANY},
             }
             await laptop.request("typing:start", {"conversationId": "c1"})
             assert await desktop.request("conversation:join", {"conversationId": "c1"}) == {
@@ -85,6 +87,7 @@ async def test_a_conversation_from_first_connect_to_last_disconnect() -> None:
                 "conversationId": "c1",
                 "members": ["alice", "bob"],
                 "typing": ["alice"],
+                "position": {"offset": 0, "epoch": ANY},
             }
             await join(phone, "c1")
             await join(laptop, "c2")  # Alice's notes to herself

@@ -50,6 +50,16 @@ def announced(effects: list[Effect]) -> list[UserOnline | UserOffline]:
     return [e.event for e in effects if isinstance(e, Announce)]
 
 
+def test_credentials_that_expire_wake_the_timers_whoever_connects() -> None:
+    # The warning's deadline may be the earliest of all: the relay's timers, asleep
+    # until the previous one, must look again (first and later connections alike).
+    h = hub()
+    assert Wake() in h.connect(A, ALICE, "Alice", now=0.0, expires_in=3.0)
+    assert h.connect(B, ALICE, "Alice", now=0.0, expires_in=3.0) == [Wake()]
+    assert h.next_deadline() == 3.0 - h.lifetimes.warning
+    assert Wake() not in h.connect(ConnectionId("n#3"), BOB, None, now=0.0)
+
+
 def test_a_first_connection_is_announced_and_published_a_second_is_not() -> None:
     h = hub()
     first = h.connect(A, ALICE, "Alice", now=0.0)
@@ -227,3 +237,23 @@ def test_a_kind_from_a_newer_node_decodes_to_none_and_a_bad_one_is_refused() -> 
     with pytest.raises(ValueError, match="'presence'"):
         decode(encode_envelope(OTHER, "presence", '{"userId": 1, "online": true}'))
     assert CONTROL_TOPIC == "chatrelay:control"
+
+
+def test_disconnect_user_closes_the_users_connections_here_and_tells_the_others() -> None:
+    from chatrelay._hub import Close
+    from chatrelay._nodes import DisconnectUser
+
+    h = hub()
+    h.connect(A, UserId("alice"), None, now=0.0)
+    h.connect(B, UserId("alice"), None, now=0.0)
+    effects = h.disconnect_user(UserId("alice"), "blocked")
+    assert effects == [
+        Close(frozenset({A, B}), "blocked"),
+        Publish(CONTROL_TOPIC, DisconnectUser(user_id=UserId("alice"), reason="blocked")),
+    ]
+    # Told by another node: only this node's connections, nothing published again.
+    told = h.receive(OTHER, DisconnectUser(user_id=UserId("alice"), reason="x"), 1.0, WALL)
+    assert [e for e in told if not isinstance(e, Wake | Publish)] == [Close(frozenset({A, B}), "x")]
+    assert h.disconnect_user(UserId("nobody"), "x") == [
+        Publish(CONTROL_TOPIC, DisconnectUser(user_id=UserId("nobody"), reason="x"))
+    ]

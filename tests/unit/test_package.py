@@ -38,10 +38,19 @@ OPTIONAL_MODULES = [
     "chatrelay.auth.jwt",
     "chatrelay.backplanes.redis",
     "chatrelay.demo",
+    "chatrelay.metrics",
 ]
 
 # Dependencies that only the extras bring; `import chatrelay` must work without them.
-OPTIONAL_DEPENDENCIES = ["socketio", "engineio", "starlette", "uvicorn", "redis", "jwt"]
+OPTIONAL_DEPENDENCIES = [
+    "socketio",
+    "engineio",
+    "starlette",
+    "uvicorn",
+    "redis",
+    "jwt",
+    "prometheus_client",
+]
 
 
 # A subprocess per module: e2e by the rule of tests/conftest.py, though it takes ~2 s.

@@ -116,6 +116,9 @@ def test_close_reasons_are_their_wire_text() -> None:
         "message_too_big",
         "auth_timeout",
         "origin_not_allowed",
+        "server_restart",
+        "token_expired",
+        "disconnected",
     }
     for reason in CloseReason:
         assert reason == reason.value
@@ -149,6 +152,21 @@ def test_the_reasons_a_client_is_told_about_before_it_is_closed() -> None:
             "code": "server_shutdown",
             "message": "the server is shutting down; reconnect",
         },
+        CloseReason.SERVER_RESTART: {
+            "status": 503,
+            "code": "server_restart",
+            "message": "the server is restarting; reconnect",
+        },
+        CloseReason.DISCONNECTED: {
+            "status": 401,
+            "code": "disconnected",
+            "message": "the server ended this user's connections",
+        },
+        CloseReason.TOKEN_EXPIRED: {
+            "status": 401,
+            "code": "token_expired",
+            "message": "the credentials expired; reconnect with new ones",
+        },
         CloseReason.CLIENT_DISCONNECTED: None,
         CloseReason.MESSAGE_TOO_BIG: None,
         CloseReason.AUTH_TIMEOUT: None,
@@ -164,6 +182,9 @@ def test_every_close_reason_has_a_websocket_close_code() -> None:
         CloseReason.SLOW_CONSUMER: CloseCode.TRY_AGAIN_LATER,
         CloseReason.SERVER_SHUTDOWN: CloseCode.GOING_AWAY,
         CloseReason.CLIENT_DISCONNECTED: CloseCode.NORMAL_CLOSURE,
+        CloseReason.DISCONNECTED: CloseCode.NORMAL_CLOSURE,
+        CloseReason.SERVER_RESTART: CloseCode.SERVICE_RESTART,
+        CloseReason.TOKEN_EXPIRED: CloseCode.TOKEN_EXPIRED,
         CloseReason.MESSAGE_TOO_BIG: CloseCode.MESSAGE_TOO_BIG,
         CloseReason.AUTH_TIMEOUT: CloseCode.POLICY_VIOLATION,
         CloseReason.ORIGIN_NOT_ALLOWED: CloseCode.POLICY_VIOLATION,

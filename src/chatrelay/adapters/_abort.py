@@ -79,5 +79,7 @@ def _reset_on_close(transport: Any) -> None:
     get_extra_info = getattr(transport, "get_extra_info", None)
     sock = get_extra_info("socket") if callable(get_extra_info) else None
     if sock is not None:
-        with contextlib.suppress(OSError):
+        # A socket closed meanwhile: asyncio's raises OSError, uvloop's ValueError
+        # ("negative file descriptor"). Either way there is nothing left to reset.
+        with contextlib.suppress(OSError, ValueError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)

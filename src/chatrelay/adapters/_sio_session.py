@@ -27,7 +27,7 @@ import attrs
 import socketio
 from anyio.abc import TaskGroup, TaskStatus
 
-from .. import _outlet
+from .. import _outlet, codec
 from .._auth import Credentials, Identity
 from .._connection import Connection, Outbound
 from .._errors import check_payload_size, close_error, error_payload, payload_size
@@ -109,11 +109,25 @@ class Sessions:
         self._tg = tg
         self.accepting = True
 
-    def track_upgrades(self, inner: ASGIApp) -> ASGIApp:
-        """``inner``, keeping the ASGI ``send`` of each WebSocket that upgrades a session."""
+    def track_upgrades(self, inner: ASGIApp, socketio_path: str) -> ASGIApp:
+        """``inner``, keeping the ASGI ``send`` of each WebSocket that upgrades a session.
+
+        While the relay drains, a new engine.io session (a request to the endpoint
+        without a ``sid``) is refused with HTTP 503, before engine.io: the official
+        client takes that for a transport error and retries with its backoff (a
+        Socket.IO connect error would stop it for good).
+        """
         upgrade_sends = self._upgrade_sends
+        relay = self.relay
+        prefix = "/" + socketio_path.strip("/") + "/"
 
         async def app(scope: Any, receive: Any, send: Any) -> None:
+            if relay.draining and _new_session(scope, prefix):
+                try:
+                    relay.ensure_accepting()
+                except ProtocolError as refusal:
+                    await _refuse_new_session(scope, send, refusal)
+                    return None
             sid = _upgrade_sid(scope)
             if sid is None:
                 return await inner(scope, receive, send)
@@ -142,6 +156,7 @@ class Sessions:
         if not self.accepting or self._tg is None:
             raise _unavailable()
         try:
+            self.relay.ensure_accepting()
             # The payload limit holds before authentication too, as for an auth frame.
             limit = self.relay.config.limits.max_payload_bytes
             check_payload_size(payload_size(auth), limit, what="auth payload")
@@ -303,6 +318,33 @@ class Sessions:
     def _client_alive(self, eio_sid: str) -> bool:
         socket = self.server.eio.sockets.get(eio_sid)
         return socket is not None and not socket.closed and not socket.closing
+
+
+def _new_session(scope: Any, prefix: str) -> bool:
+    """Whether ``scope`` asks the endpoint for a new engine.io session (no ``sid``)."""
+    if scope.get("type") not in ("http", "websocket"):
+        return False
+    if not str(scope.get("path", "")).startswith(prefix):
+        return False
+    query: bytes = scope.get("query_string", b"")
+    return all(name != "sid" for name, _ in parse_qsl(query.decode("latin-1")))
+
+
+async def _refuse_new_session(scope: Any, send: Any, refusal: ProtocolError) -> None:
+    """HTTP 503 with the wire's error fields (a WebSocket: before accepting)."""
+    body = codec.dumps(error_payload(refusal)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    status = refusal.status
+    if scope["type"] == "websocket":
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            await send({"type": "websocket.close", "code": 1013})  # HTTP 403, no body
+            return
+        start = {"type": "websocket.http.response.start", "status": status, "headers": headers}
+        await send(start)
+        await send({"type": "websocket.http.response.body", "body": body})
+        return
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _upgrade_sid(scope: Any) -> str | None:

@@ -21,7 +21,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .. import codec
 from .._auth import Credentials, Identity
 from .._errors import error_payload
-from .._exceptions import CloseReason, ProtocolError, Unauthorized, UnsupportedSubprotocol
+from .._exceptions import (
+    CloseReason,
+    ProtocolError,
+    Unauthorized,
+    UnsupportedSubprotocol,
+)
 from .._relay import Relay
 from ._origins import OriginPolicy
 from ._wsclose import CloseCode, close, close_code, refusal_code, refusal_reason, truncate
@@ -45,6 +50,12 @@ async def admit(
     max_frame_bytes: int,
 ) -> Identity | None:
     """Check the origin and authenticate; the identity, or ``None`` if refused."""
+    try:
+        relay.ensure_accepting()
+    except ProtocolError as exc:
+        _logger.info("websocket refused: %s", exc.message)
+        await _deny(websocket, exc)
+        return None
     origin = websocket.headers.get("origin")
     if not origins.allows(origin):
         _logger.info("websocket refused: origin %r is not allowed", origin)

@@ -52,6 +52,12 @@ class CloseCode(enum.IntEnum):
     """A frame was larger than the hard limit (``max_frame_bytes``)."""
     INTERNAL_ERROR = 1011
     """The server failed (an authenticator raised); details are in the server log."""
+    SERVICE_RESTART = 1012
+    """The server is draining before a restart (``server_restart``): reconnect, to
+    another server."""
+    TOKEN_EXPIRED = 4001
+    """The credentials expired and were not refreshed (``token_expired``): reconnect
+    with new ones."""
     TRY_AGAIN_LATER = 1013
     """The client did not read its events fast enough (``slow_consumer``): reconnect
     after a pause, and fetch what was missed from the application's API."""
@@ -59,6 +65,8 @@ class CloseCode(enum.IntEnum):
 
 _CLOSE_CODES: Final[Mapping[CloseReason, CloseCode]] = {
     CloseReason.SERVER_SHUTDOWN: CloseCode.GOING_AWAY,
+    CloseReason.SERVER_RESTART: CloseCode.SERVICE_RESTART,
+    CloseReason.TOKEN_EXPIRED: CloseCode.TOKEN_EXPIRED,
     CloseReason.SLOW_CONSUMER: CloseCode.TRY_AGAIN_LATER,
     CloseReason.MESSAGE_TOO_BIG: CloseCode.MESSAGE_TOO_BIG,
     CloseReason.AUTH_TIMEOUT: CloseCode.POLICY_VIOLATION,
@@ -75,7 +83,8 @@ def close_code(reason: CloseReason | str) -> CloseCode:
             ``CloseReason.SLOW_CONSUMER``; its text is the close frame's reason.
 
     Returns:
-        ``GOING_AWAY`` (1001) for ``server_shutdown``, ``TRY_AGAIN_LATER`` (1013) for
+        ``GOING_AWAY`` (1001) for ``server_shutdown``, ``SERVICE_RESTART`` (1012) for
+        ``server_restart`` (a drain), ``TRY_AGAIN_LATER`` (1013) for
         ``slow_consumer``, ``MESSAGE_TOO_BIG`` (1009) for ``message_too_big``,
         ``POLICY_VIOLATION`` (1008) for ``auth_timeout`` and ``origin_not_allowed``,
         and ``NORMAL_CLOSURE`` (1000) for any other reason (``client_disconnected``,

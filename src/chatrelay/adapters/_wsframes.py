@@ -23,6 +23,7 @@ from .._exceptions import InvalidPayload, ProtocolError
 __all__ = [
     "ACK_EVENT",
     "AUTH_EVENT",
+    "FRAME_CACHE_KEY",
     "SUBPROTOCOL",
     "ClientFrame",
     "ack_frame",
@@ -33,6 +34,7 @@ __all__ = [
     "parse_auth",
     "parse_frame",
     "select_subprotocol",
+    "text_frame",
 ]
 
 ACK_EVENT: Final = "ack"
@@ -46,6 +48,13 @@ SUBPROTOCOL: Final = "chatrelay.v1"
 
 _FIELDS: Final = frozenset({"event", "data", "id"})
 _DATA_MARK: Final = ',"data":'
+FRAME_CACHE_KEY: Final = "websocket"
+"""The key under which an event keeps its WebSocket text frame (`Outbound.cached`)."""
+
+
+def text_frame(item: Outbound) -> str:
+    """The text frame of an event that asks for no ack (build it once: `FRAME_CACHE_KEY`)."""
+    return f'{{"event":{codec.dumps(item.event)},"data":{item.json}}}'
 
 
 @attrs.frozen(kw_only=True)
@@ -190,7 +199,7 @@ def parse_auth(frame: ClientFrame) -> str:
 def event_frame(item: Outbound, ack_id: str | None = None) -> str:
     """The text frame of a server event, for one recipient.
 
-    The event is serialized once for all its recipients (`Outbound.frame`);
+    The event is serialized once for all its recipients (kept on the event);
     a recipient's ack id is spliced into that shared text, never re-encoded.
 
     Args:
@@ -202,7 +211,7 @@ def event_frame(item: Outbound, ack_id: str | None = None) -> str:
     Returns:
         ``{"event":…,"data":…}``, or ``{"event":…,"id":"<ack_id>","data":…}``.
     """
-    frame = item.frame()
+    frame = item.cached(FRAME_CACHE_KEY, text_frame)
     if ack_id is None:
         return frame
     # In JSON text a quote inside a string is escaped, so the first ',"data":' is the
@@ -226,7 +235,7 @@ def ack_frame(frame_id: int, reply: Mapping[str, Any]) -> str:
 
 def error_frame(error: ProtocolError) -> str:
     """The ``error`` event for a failure decided outside a connection (before auth)."""
-    return Outbound("error", error_payload(error)).frame()
+    return event_frame(Outbound("error", error_payload(error)))
 
 
 def failed_reply(error: ProtocolError) -> dict[str, Any]:

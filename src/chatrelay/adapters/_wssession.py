@@ -25,10 +25,12 @@ from . import _eager
 from ._wsframes import (
     ACK_EVENT,
     AUTH_EVENT,
+    FRAME_CACHE_KEY,
     ack_frame,
     binary_error,
     event_frame,
     parse_frame,
+    text_frame,
 )
 
 __all__ = ["Session", "frame_size"]
@@ -77,7 +79,9 @@ class _Wire:
         self._eager = _on_asyncio()
 
     def frame(self, item: Outbound, ack_id: int | None) -> str:
-        return item.frame() if ack_id is None else event_frame(item, str(ack_id))
+        if ack_id is None:
+            return item.cached(FRAME_CACHE_KEY, text_frame)
+        return event_frame(item, str(ack_id))
 
     def ready(self) -> bool:
         return self._eager

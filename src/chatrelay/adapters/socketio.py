@@ -202,7 +202,7 @@ class SocketIOAdapter(AsyncResource):
         inner: ASGIApp = socketio.ASGIApp(
             self.server, other_asgi_app=other_asgi_app, socketio_path=socketio_path
         )
-        return self._host.track_upgrades(inner)
+        return self._host.track_upgrades(inner, socketio_path)
 
     # --- lifecycle -------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ transport.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import jwt
@@ -135,10 +135,12 @@ class JWTAuthenticator(Authenticator):
             raise Unauthorized(f"the token lacks the {exc.claim!r} claim") from None
         except jwt.PyJWTError as exc:
             raise Unauthorized(_refusal(exc)) from None
+        exp = claims.get("exp")
         return Identity(
             user_id=self._user_id(claims),
             name=self._name(claims),
             claims=claims,
+            expires_at=None if exp is None else datetime.fromtimestamp(exp, UTC),
         )
 
     def _user_id(self, claims: Mapping[str, Any]) -> str:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 import attrs
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._backplane import Backplane, BackplaneEvent, BackplaneMessage, BackplaneStatistics
+from .._config import HistorySettings
 from .._exceptions import BackplaneError
+from .._history import History, MemoryHistory
 from .._types import NodeId
 
 __all__ = ["LocalBackplane", "MemoryBackplane", "MemoryBus"]
@@ -65,11 +67,31 @@ class MemoryBus:
         bus = MemoryBus()
         async with Relay(backplane=bus.backplane()) as a, Relay(backplane=bus.backplane()) as b:
             ...  # a and b behave as two servers of one cluster
+
+    Args:
+        clock: The clock of the shared history's TTL (seconds); `time.monotonic` by
+            default. Tests pass a fake one to let minutes pass at once.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] | None = None) -> None:
         self._members: list[MemoryBackplane] = []
         self.statistics = _BusStatistics()
+        self._clock = clock
+        self._history: MemoryHistory | None = None
+
+    def history(self, settings: HistorySettings) -> MemoryHistory:
+        """The history every relay on this bus shares (made with the first settings)."""
+        if self._history is None:
+            if self._clock is None:
+                self._history = MemoryHistory(settings)
+            else:
+                self._history = MemoryHistory(settings, clock=self._clock)
+        return self._history
+
+    def lose_history(self) -> None:
+        """Forget every conversation's history, as a flushed Redis would: epochs change."""
+        if self._history is not None:
+            self._history.log.clear()
 
     def backplane(
         self, *, node_id: NodeId | None = None, max_payload_bytes: int = 1 << 20
@@ -154,6 +176,10 @@ class MemoryBackplane(Backplane):
                 if isinstance(message, BackplaneMessage):
                     self._delivered += 1
                 yield message
+
+    def history(self, settings: HistorySettings) -> History:
+        """The bus's history, shared by every relay on it."""
+        return self._bus.history(settings)
 
     def statistics(self) -> BackplaneStatistics:
         """Return what this backplane published and delivered; it is always healthy."""

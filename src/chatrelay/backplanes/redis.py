@@ -41,11 +41,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from .._backplane import Backplane, BackplaneEvent, BackplaneStatistics
+from .._config import HistorySettings
 from .._exceptions import BackplaneError
+from .._history import History
 from .._types import NodeId
 from ._inbox import Inbox
 from ._outbox import Outbox
 from ._redis_common import FAILURES, Delivery, Stream, display, ensure_token, resolve
+from ._redis_history import RedisHistory
 from ._redis_reader import Reader
 from ._redis_writer import Writer
 
@@ -84,6 +87,11 @@ class RedisBackplane(Backplane):
             unreachable (default 3).
         close_timeout: Seconds `aclose` waits for buffered entries to be sent
             (default 2).
+        max_connections: Connections to Redis this node opens at most (default 32).
+            Operations beyond wait for one to be free (up to ``operation_timeout``),
+            so that a burst (hundreds of clients resuming at once after a restart)
+            waits its turn instead of failing, and Redis sees a bounded number of
+            clients per node.
     """
 
     def __init__(
@@ -103,12 +111,15 @@ class RedisBackplane(Backplane):
         max_backoff: float = 1.0,
         operation_timeout: float = 3.0,
         close_timeout: float = 2.0,
+        max_connections: int = 32,
     ) -> None:
         super().__init__(node_id=node_id, max_payload_bytes=max_payload_bytes)
         if min(stream_maxlen, stream_ttl, block, wake_ttl, max_backoff) <= 0:
             raise ValueError(
                 "stream_maxlen, stream_ttl, block, wake_ttl and max_backoff must be > 0"
             )
+        if max_connections < 2:
+            raise ValueError("max_connections must be 2 or more (the reader holds one)")
         self.url = url
         self.prefix = prefix
         self.stream_maxlen = stream_maxlen
@@ -118,6 +129,7 @@ class RedisBackplane(Backplane):
         self.max_backoff = max_backoff
         self.operation_timeout = operation_timeout
         self.close_timeout = close_timeout
+        self.max_connections = max_connections
         self._token_key = f"{prefix}chatrelay:_instance"
         self._wake = Stream(topic="", key=f"{prefix}chatrelay:_wake:{self.node_id}")
         self._outbox = Outbox(
@@ -130,6 +142,7 @@ class RedisBackplane(Backplane):
         )
         self._client: aioredis.Redis | None = None
         self._reader: Reader | None = None
+        self._wake_wanted = anyio.Event()
         self._writer: Writer | None = None
         self._stack: AsyncExitStack | None = None
         self._started = False
@@ -172,14 +185,19 @@ class RedisBackplane(Backplane):
                 "RedisBackplane needs asyncio: redis.asyncio does not run on trio or"
                 " other event loops"
             ) from None
-        client = aioredis.Redis.from_url(
+        # Operations beyond max_connections wait for a free connection rather than
+        # fail: redis-py's default pool refuses them at once (MaxConnectionsError).
+        pool = aioredis.BlockingConnectionPool.from_url(
             self.url,
+            max_connections=self.max_connections,
+            timeout=self.operation_timeout,
             socket_connect_timeout=self.operation_timeout,
             socket_timeout=self.block + self.operation_timeout,
             # Our own loops retry, with backoff and buffering; a hidden retry inside
             # redis-py would only delay the moment we notice.
             retry=Retry(NoBackoff(), 0),
         )
+        client = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         try:
             with anyio.fail_after(self.operation_timeout):
                 token = await ensure_token(client, self._token_key)
@@ -217,6 +235,7 @@ class RedisBackplane(Backplane):
             tg: TaskGroup = await stack.enter_async_context(anyio.create_task_group())
             tg.start_soon(reader.run)
             tg.start_soon(writer.run)
+            tg.start_soon(self._wake_reader)
             stack.callback(tg.cancel_scope.cancel)
             self._stack = stack.pop_all()
         self._started = True
@@ -301,14 +320,31 @@ class RedisBackplane(Backplane):
         try:
             with anyio.fail_after(self.operation_timeout):
                 await resolve(self._client, self._token_key, [stream])
-                # Only now can the reader include it: wake it up to do so.
-                pipe = self._client.pipeline(transaction=False)
-                pipe.xadd(self._wake.key, {b"w": b"1"}, maxlen=1, approximate=False)
-                pipe.pexpire(self._wake.key, max(1, int(self.wake_ttl * 1000)))
-                await pipe.execute()
         except FAILURES:
             if stream.since is None:
                 stream.missed = True
+            return
+        # Only now can the reader include it: have it woken up to do so. Not waited
+        # for: the stream is read from where it was resolved, whenever the reader
+        # gets to it, and subscriptions made meanwhile share one wake-up.
+        self._wake_wanted.set()
+
+    async def _wake_reader(self) -> None:
+        """Wake the reader (blocked in XREAD) each time subscriptions were added."""
+        assert self._client is not None
+        while True:
+            await self._wake_wanted.wait()
+            self._wake_wanted = anyio.Event()
+            try:
+                with anyio.fail_after(self.operation_timeout):
+                    pipe = self._client.pipeline(transaction=False)
+                    pipe.xadd(self._wake.key, {b"w": b"1"}, maxlen=1, approximate=False)
+                    pipe.pexpire(self._wake.key, max(1, int(self.wake_ttl * 1000)))
+                    await pipe.execute()
+            except FAILURES as exc:
+                # The reader takes the new streams in at its next pass anyway (within
+                # ``block`` seconds).
+                _logger.debug("node %s could not wake its reader: %s", self.node_id, exc)
 
     async def unsubscribe(self, topic: str) -> None:
         """Stop receiving ``topic``; nothing more of it is delivered."""
@@ -327,6 +363,30 @@ class RedisBackplane(Backplane):
                     yield item.message
                 else:
                     yield item
+
+    def history(self, settings: HistorySettings) -> History:
+        """The history in this Redis, which every relay with the same prefix shares.
+
+        Each conversation's events are numbered and kept by Lua scripts on the server
+        (see the topic "Missed events and recovery"). A relay asks for it when it is
+        made, before the backplane starts: its operations use the connection once
+        there is one, and raise `BackplaneError` before `start`, after `aclose`, and
+        while Redis is unreachable: at once while the backplane knows it is down,
+        else after at most ``operation_timeout`` seconds.
+        """
+
+        def client() -> aioredis.Redis:
+            if self._client is None or self._closed:
+                raise BackplaneError("the backplane is not running")
+            return self._client
+
+        return RedisHistory(
+            settings,
+            client,
+            prefix=self.prefix,
+            operation_timeout=self.operation_timeout,
+            healthy=lambda: self.healthy,
+        )
 
     def statistics(self) -> BackplaneStatistics:
         """Return counters of this backplane, and whether Redis is reachable now."""

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import attrs
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
@@ -21,6 +22,7 @@ from .._config import RelayConfig
 from .._relay import Relay
 from ..adapters.socketio import SocketIOAdapter
 from ..adapters.starlette import WebSocketAdapter
+from ..metrics import instrument
 from ._rest import rest_routes
 from ._service import DemoService
 from ._store import DemoStore
@@ -68,6 +70,7 @@ def create_app(
     seed: bool = True,
     redis_url: str | None = None,
     redis_prefix: str = "",
+    token_lifetime: float = 12 * 3600,
 ) -> DemoApp:
     """Assemble the demo.
 
@@ -83,6 +86,8 @@ def create_app(
             messages and events through the Redis at this URL (needs the ``redis``
             extra). In memory, alone, if ``None``.
         redis_prefix: Put in front of every Redis key (the data's and the relay's).
+        token_lifetime: Seconds a token of ``/api/login`` is valid (``auth="jwt"``);
+            the page refreshes it in band when the relay says it is expiring.
 
     Returns:
         The assembled demo.
@@ -121,15 +126,28 @@ def create_app(
 
     async def healthz(request: Request) -> JSONResponse:
         stats = relay.statistics()
+        status = "draining" if stats.draining else "ok" if stats.healthy else "degraded"
         body = {
-            "status": "ok" if stats.healthy else "degraded",
+            "status": status,
             "node": stats.node_id,
             "connections": stats.connections,
             "nodes": stats.nodes,
             "backplane": {"kind": "local" if backplane is None else "redis"}
             | attrs.asdict(stats.backplane),
         }
-        return JSONResponse(body, status_code=200 if stats.healthy else 503)
+        return JSONResponse(body, status_code=200 if status == "ok" else 503)
+
+    async def livez(request: Request) -> JSONResponse:
+        # Liveness: the process answers. A draining or degraded server is alive:
+        # restarting it would not help (it reconnects to Redis by itself).
+        return JSONResponse({"status": "alive", "node": relay.node_id})
+
+    # Prometheus metrics of this relay (its own registry: one app, one relay).
+    registry = CollectorRegistry()
+    instrument(relay, registry)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def demo_config(request: Request) -> JSONResponse:
         return JSONResponse({"auth": auth})
@@ -161,7 +179,7 @@ def create_app(
                 "name": user.name,
                 "aud": JWT_AUDIENCE,
                 "iat": now,
-                "exp": now + timedelta(hours=12),
+                "exp": now + timedelta(seconds=token_lifetime),
             },
             jwt_secret,
             algorithm="HS256",
@@ -182,6 +200,9 @@ def create_app(
     routes = [
         Route("/", index),
         Route("/healthz", healthz),
+        Route("/readyz", healthz),
+        Route("/livez", livez),
+        Route("/metrics", metrics),
         Route("/api/config", demo_config),
         Route("/api/login", login, methods=["POST"]),
         *rest_routes(service),

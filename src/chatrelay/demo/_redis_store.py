@@ -39,6 +39,7 @@ __all__ = ["RedisStore", "check_redis", "validate_url"]
 
 _FAILURES: Final = (RedisError, OSError, TimeoutError)
 _SCHEMES: Final = ("redis", "rediss", "unix")
+_MAX_CONNECTIONS: Final = 32
 _PASSWORD: Final = re.compile(r"(//[^/@]*?:)[^/@]*@")
 
 
@@ -69,9 +70,16 @@ def validate_url(url: str) -> None:
 def _client(url: str, socket_timeout: float) -> aioredis.Redis:
     validate_url(url)
     try:
-        return aioredis.Redis.from_url(
-            url, socket_connect_timeout=socket_timeout, socket_timeout=socket_timeout
+        # A burst of requests (every tab back at once after a restart) waits for a
+        # free connection rather than failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=_MAX_CONNECTIONS,
+            timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            socket_timeout=socket_timeout,
         )
+        return aioredis.Redis.from_pool(pool)
     except ValueError as exc:
         raise _invalid(url, exc) from None
 

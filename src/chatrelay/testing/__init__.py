@@ -16,8 +16,10 @@ here as it would on the wire::
 
 `check_backplane` checks that a backplane keeps the contract of
 `Backplane`, like trio's ``check_two_way_stream`` does for
-streams; `check_transport` does the same for a transport (an adapter and its
-clients): the behaviours every transport keeps, run through your test client.
+streams, and `check_history` that a history keeps the contract of `History`
+(numbering, reads, trimming); `check_transport` does the same for a transport (an
+adapter and its clients): the behaviours every transport keeps, run through your test
+client.
 """
 
 from .._public import publish as _publish
@@ -29,6 +31,7 @@ from ._clients import (
     TransportEvent,
     TransportFactory,
 )
+from ._history import check_history
 from ._memory import MemoryClient, MemoryTransport, ReceivedEvent
 from ._transport import BEHAVIOURS, TransportReport, check_transport
 
@@ -44,6 +47,7 @@ __all__ = [
     "TransportFactory",
     "TransportReport",
     "check_backplane",
+    "check_history",
     "check_transport",
 ]
 

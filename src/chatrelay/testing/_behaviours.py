@@ -386,6 +386,100 @@ async def _slow_consumer(ctx: Context) -> None:
         )
 
 
+def _room_ids(client: TransportClient) -> list[str]:
+    return [
+        e.data["message"]["id"] if e.event == "message:received" else e.data["messageId"]
+        for e in client.received
+        if e.event in ("message:received", "message:status")
+    ]
+
+
+async def _recovery(ctx: Context) -> None:
+    relay = ctx.relay
+    async with ctx.connect("bob") as bob:
+        ack = await _join(bob, "c1")
+        start = ack.get("position")
+        if start is None:
+            raise NotChecked("the relay numbers no room events (history off)")
+        for n in (1, 2):
+            await relay.message_received(_message(f"m{n}", "c1", "alice"))
+        await ctx.receive(bob, "message:received")
+        last = (await ctx.receive(bob, "message:received")).data.get("position")
+        _require(
+            isinstance(last, dict) and last.get("offset") == start["offset"] + 2,
+            f"the second message after joining at {start!r} carried position {last!r}",
+        )
+    await relay.message_received(_message("m3", "c1", "alice"))
+    await relay.message_status("c1", "m3", MessageStatus.READ, user_id="alice")
+    await relay.message_received(_message("m4", "c1", "alice"))
+    async with ctx.connect("bob") as bob:
+        ack = await bob.request("conversation:join", {"conversationId": "c1", "position": last})
+        _require(
+            ack.get("ok") is True and ack.get("recovered") is True,
+            f"resuming from {last!r} was answered {ack!r}; expected recovered: true",
+        )
+        got = _room_ids(bob)
+        _require(
+            got == ["m3", "m3", "m4"],
+            f"before the ack of the resuming join the client got {got!r};"
+            " expected the missed m3, its status, m4, in order",
+        )
+        _require(
+            ack.get("position", {}).get("offset") == last["offset"] + 3,
+            f"the ack's position {ack.get('position')!r} is not that of the last missed event",
+        )
+        await relay.message_received(_message("m5", "c1", "alice"))
+        live = await ctx.receive(bob, "message:received")
+        while live.data["message"]["id"] != "m5":
+            live = await ctx.receive(bob, "message:received")
+        _require(_room_ids(bob) == ["m3", "m3", "m4", "m5"], "a missed event came twice")
+    stale = {"offset": last["offset"], "epoch": "not-" + str(last["epoch"])}
+    async with ctx.connect("bob") as bob:
+        ack = await bob.request("conversation:join", {"conversationId": "c1", "position": stale})
+        _require(
+            ack.get("ok") is True and ack.get("recovered") is False and _room_ids(bob) == [],
+            f"resuming from another epoch was answered {ack!r} after {_room_ids(bob)!r};"
+            " expected recovered: false and nothing replayed",
+        )
+
+
+async def _told_why(ctx: Context, client: TransportClient) -> str:
+    """Wait (bounded) for the server's close; its reason and the ``error`` codes before it."""
+    try:
+        with anyio.fail_after(ctx.timeout):
+            while True:
+                await client.receive("chatrelay:never-sent", timeout=ctx.timeout)
+    except ConnectionClosed as closed:
+        codes = [str(e.data.get("code")) for e in client.received if e.event == "error"]
+        return " ".join([str(closed.reason), *codes])
+    except TimeoutError:
+        raise AssertionError(f"the connection was still open after {ctx.timeout} s") from None
+
+
+async def _server_closes_say_why(ctx: Context) -> None:
+    relay = ctx.relay
+    async with ctx.connect("alice") as alice, ctx.connect("bob") as bob:
+        await _join(alice, "c1")
+        await _join(bob, "c1")
+        await relay.disconnect_user("alice")
+        why = await _told_why(ctx, alice)
+        # socket.io-client over long-polling acts on the close before it hands over the
+        # error event that came with it (it keeps it for after a reconnect).
+        if "transport close" not in why:
+            _require("disconnected" in why, f"disconnect_user closed a client saying {why!r}")
+        typing = await bob.request("typing:start", {"conversationId": "c1"})
+        _require(typing == {"ok": True}, "disconnect_user disturbed another user's client")
+        await relay.drain(0.1)
+        told = await ctx.receive(bob, "server:draining")
+        _require(
+            isinstance(told.data.get("reconnectAfterMs"), int),
+            f"server:draining carried {told.data!r}",
+        )
+        why = await _told_why(ctx, bob)
+        if "transport close" not in why:
+            _require("server_restart" in why, f"a drain closed a client saying {why!r}")
+
+
 CHECKS: Final[dict[str, Callable[[Context], Awaitable[None]]]] = {
     "join_ack": _join_ack,
     "members_only": _members_only,
@@ -396,6 +490,8 @@ CHECKS: Final[dict[str, Callable[[Context], Awaitable[None]]]] = {
     "presence_grace": _presence_grace,
     "ack_ordering": _ack_ordering,
     "slow_consumer": _slow_consumer,
+    "recovery": _recovery,
+    "server_closes_say_why": _server_closes_say_why,
 }
 
 BEHAVIOURS: Final = tuple(CHECKS)

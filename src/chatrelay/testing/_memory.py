@@ -154,10 +154,10 @@ class MemoryClient:
 
     def _record(self, frame: tuple[Outbound, int | None]) -> Awaitable[None] | None:
         item, ack_id = frame
-        decoded = json.loads(item.frame())  # through JSON text, as on a real wire
         received = ReceivedEvent(
-            event=decoded["event"],
-            data=decoded["data"],
+            event=item.event,
+            # Through JSON text, as on a real wire: the client sees what a socket carries.
+            data=json.loads(item.json),
             wants_ack=item.wants_ack,
             item=item,
             ack_id=ack_id,

@@ -79,7 +79,14 @@ async def check_transport(
     - ``slow_consumer``: a client that stops reading is closed, the relay forgets
       it, and a client that reads gets every event in order. Only with a
       `PausableClient`: otherwise the report lists it in ``not_checked`` with the
-      reason (and the check logs it), never silently.
+      reason (and the check logs it), never silently;
+    - ``recovery``: room events carry ``position``; a client that joins again with
+      the position of the last event it got receives the missed events, in order,
+      before the ack (``recovered: true``), then live ones, each once; a position of
+      another epoch is answered ``recovered: false`` with nothing replayed;
+    - ``server_closes_say_why``: ``disconnect_user`` closes that user's client and no
+      other, ``drain`` sends ``server:draining`` then closes; each close says why
+      (``disconnected``, ``server_restart``) in its reason or an ``error`` event.
 
     Example::
 

@@ -12,6 +12,7 @@ const state = {
   online: new Set(),
   lastSeen: {},         // userId -> ISO timestamp
   typing: {},           // conversationId -> Set(userId)
+  positions: {},        // conversationId -> {offset, epoch} of the last room event seen
   active: null,
 };
 const $ = (id) => document.getElementById(id);
@@ -35,6 +36,7 @@ let socket = null;
 let nextId = 1;
 const pending = new Map();  // request id -> resolve
 let reconnectDelay = 500;
+let connectedBefore = false;
 
 // Browsers cannot set headers on a WebSocket; a token goes in the first frame rather
 // than the URL, which servers and proxies write to their access logs.
@@ -70,9 +72,17 @@ async function connect() {
     reconnectDelay = 500;
     if (token) socket.send(JSON.stringify({event: "auth", data: {token}}));
     $("connection").textContent = "connected";
-    for (const conversation of state.conversations) {
-      const ack = await request("conversation:join", {conversationId: conversation.id});
-      if (ack.ok) state.typing[conversation.id] = new Set(ack.typing.filter((u) => u !== me));
+    const reconnected = connectedBefore;
+    connectedBefore = true;
+    for (const {id} of state.conversations) {
+      // With the last position seen, the server replays what was missed (as ordinary
+      // events, before this ack: `recovered: true`), or nothing (`recovered: false`).
+      const position = state.positions[id];
+      const ack = await request("conversation:join", {conversationId: id, position});
+      if (!ack.ok) continue;
+      state.typing[id] = new Set(ack.typing.filter((u) => u !== me));
+      if (ack.position) state.positions[id] = ack.position;
+      if (reconnected && ack.recovered !== true) await reloadMessages(id);
     }
     await loadPresence();
     render();
@@ -86,21 +96,36 @@ async function connect() {
       return;
     }
     if (id !== undefined) socket.send(JSON.stringify({event: "ack", id, data: {}}));
+    if (data && data.position) state.positions[data.conversationId] = data.position;
     const handler = handlers[event];
     if (handler) handler(data);
   };
   socket.onclose = () => {
-    $("connection").textContent = "reconnecting…";
     for (const resolve of pending.values()) resolve({ok: false});
     pending.clear();
-    setTimeout(connect, reconnectDelay);
-    reconnectDelay = Math.min(reconnectDelay * 2, 10000);
+    reconnectLater();
   };
+}
+
+// Also when connect() itself fails (the REST calls before the socket, while offline).
+function reconnectLater() {
+  $("connection").textContent = "reconnecting…";
+  setTimeout(() => connect().catch(reconnectLater), reconnectDelay);
+  reconnectDelay = Math.min(reconnectDelay * 2, 10000);
 }
 
 // --- server events -------------------------------------------------------------------
 
 const handlers = {
+  // The credentials expire soon: get a new token and hand it over in band.
+  "auth:expiring": async () => {
+    const {token} = await api("POST", "/api/login", {userId: me});
+    await request("auth:refresh", {token});
+  },
+  // This server is going away: its close follows, and the page reconnects then.
+  "server:draining": () => {
+    $("connection").textContent = "server restarting…";
+  },
   "message:received": ({conversationId, message}) => {
     const list = state.messages[conversationId] || (state.messages[conversationId] = []);
     if (!list.some((m) => m.id === message.id)) list.push(message);
@@ -134,6 +159,8 @@ const handlers = {
     state.lastSeen[userId] = lastSeen;
     render();
   },
+  // Events of the conversation were lost between servers: fetch it again.
+  "sync:required": ({conversationId}) => reloadMessages(conversationId),
   "error": (error) => console.warn("chatrelay error", error),
 };
 
@@ -144,10 +171,29 @@ async function loadPresence() {
   state.online = new Set(userIds);
 }
 
+// The conversation's messages and their statuses, from the application's REST API.
+async function loadMessages(conversationId) {
+  state.messages[conversationId] = await api("GET", `/api/conversations/${conversationId}/messages`);
+}
+
+// After events were missed and not replayed: load again, count and mark what is new.
+async function reloadMessages(conversationId) {
+  const known = new Set((state.messages[conversationId] || []).map((m) => m.id));
+  await loadMessages(conversationId);
+  const unseen = state.messages[conversationId]
+    .filter((m) => !known.has(m.id) && m.senderId !== me && m.status !== "read");
+  if (conversationId === state.active && document.visibilityState === "visible") {
+    await markRead(conversationId);
+  } else {
+    state.unread[conversationId] = (state.unread[conversationId] || 0) + unseen.length;
+  }
+  render();
+}
+
 async function openConversation(conversationId) {
   state.active = conversationId;
   state.unread[conversationId] = 0;
-  state.messages[conversationId] = await api("GET", `/api/conversations/${conversationId}/messages`);
+  await loadMessages(conversationId);
   $("composer").disabled = false;
   $("send").disabled = false;
   render();
